@@ -1,0 +1,13 @@
+"""rpnet: weakly supervised semantic segmentation from image-level tags.
+
+The pipeline (METHOD.md): train the RPNet classifier, make CAMs, refine them with an
+inter-pixel relation network and a random walk into pseudo masks, train a DeepLab
+model on those. Each stage is a command, ``rpnet <stage> CONFIG``; see ``rpnet --help``.
+"""
+
+from .config import Config, load_config
+from .errors import RpnetError
+
+__version__ = "0.1.0"
+
+__all__ = ["Config", "load_config", "RpnetError", "__version__"]

@@ -1,0 +1,322 @@
+"""Typed configuration: one frozen dataclass per stage, YAML in, overrides, YAML out.
+
+A config file is a YAML mapping whose top-level keys are the fields of
+:class:`Config`; each section (``data``, ``model``, ``train_cam`` ...) maps onto its
+dataclass. Every key can be overridden on the command line with
+``--set section.key=value``; the value is parsed as YAML (``true``, ``0.5``,
+``[1.0, 0.5]``, ``null``). Unknown keys and values of the wrong type are rejected
+with a :class:`~rpnet.errors.ConfigError` that names the key.
+
+Stages receive only the sections they need, never the whole object through a
+global.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from .errors import ConfigError
+
+PROTOTYPE_LEVELS = ("block2", "block3", "block4")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images, tags and masks are (see ``rpnet.data``)."""
+
+    format: Literal["voc", "coco", "folder"] = "voc"
+    root: Path | None = None
+    classes: Path | None = None  # class-list file: background first, one name per line
+    train_split: str = "train"
+    eval_split: str = "val"
+    fraction: float = 1.0  # keep this fraction of each class's training images (Table II)
+    sbd_root: Path | None = None  # SBD folder; with train_split "train_aug" (VOC only)
+    num_workers: int = 0  # DataLoader worker processes
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction <= 1.0:
+            raise ConfigError(f"data.fraction must be in (0, 1], got {self.fraction}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The classifier of METHOD.md stage 1. ``prototypes: false`` is the plain-CAM baseline."""
+
+    backbone: str = "resnet50"
+    pretrained: Path | None = None
+    prototypes: bool = True
+    output_stride: Literal[8, 16, 32] = 16
+    prototype_levels: tuple[str, ...] = ("block2", "block4")  # Table IV
+    group_size: int = 2  # K images per group sharing a class (Table VII)
+    alpha: float = 0.3  # eq. 6 confidence threshold, a fraction of the peak activation
+    beta: float = 0.5  # eq. 6 Bernoulli keep probability (Table V)
+    sigma: float = 3.0  # eq. 9 Gaussian sigma in block4 cells
+    gaussian: bool = True  # Table VI: the filter on or off
+    embed_dim: int = 256  # eq. 3 embedding channels D
+    lambda_s: float = 10.0  # eq. 11
+    compare: Literal["last_level", "same_level"] = "last_level"  # eq. 7 reading
+    ls_mode: Literal["cam", "feature"] = "cam"  # eq. 13 on CAMs (default) or on features
+    ls_detach_enhanced: bool = False  # stop the gradient through the enhanced branch in L_s
+    lc_on_original: bool = False  # also apply L_c to the original branch
+    cam_source: Literal["original", "enhanced"] = "original"  # which branch make-cam uses
+    detach_block2: bool = True  # IRN: no gradient into block1-2 of the CAM branch
+    freeze_bn: bool | None = None  # None: frozen when pretrained weights are loaded
+
+    def __post_init__(self) -> None:
+        bad = [lv for lv in self.prototype_levels if lv not in PROTOTYPE_LEVELS]
+        if bad or not self.prototype_levels:
+            raise ConfigError(
+                f"model.prototype_levels must be a non-empty subset of {list(PROTOTYPE_LEVELS)}, "
+                f"got {list(self.prototype_levels)}"
+            )
+        if not 1 <= self.group_size <= 4:
+            raise ConfigError(f"model.group_size must be 1..4, got {self.group_size}")
+        if not 0.0 < self.beta <= 1.0:
+            raise ConfigError(f"model.beta must be in (0, 1], got {self.beta}")
+
+
+@dataclass(frozen=True)
+class TrainCamConfig:
+    """Stage 1 schedule (METHOD.md: 5 epochs, SGD lr 0.02 poly 0.9, batch 16, wd 1e-4)."""
+
+    epochs: int = 5
+    batch_size: int = 16
+    lr: float = 0.02
+    weight_decay: float = 1e-4
+    # IRN passes weight decay into SGD's momentum slot; 1e-4 matches published numbers.
+    momentum: float = 1e-4
+    poly_power: float = 0.9
+    new_layer_lr_mult: float = 10.0
+    crop_size: int = 512
+    resize_long: tuple[int, int] = (320, 640)
+    amp: bool = True  # mixed precision, CUDA only
+    log_every: int = 10
+    max_steps: int | None = None  # stop early (smoke tests, benchmarks)
+
+
+@dataclass(frozen=True)
+class MakeCamConfig:
+    """Stage 2: multi-scale, flipped CAM inference."""
+
+    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)  # IRN's default
+    flip: bool = True
+    split: str | None = None  # None: data.train_split
+
+
+@dataclass(frozen=True)
+class EvalCamConfig:
+    """Stage 3: background-threshold sweep and mIoU."""
+
+    threshold: float = 0.15
+    sweep: tuple[float, float, float] = (0.05, 0.60, 0.05)  # start, stop (inclusive), step
+    split: str | None = None  # None: data.train_split (CAMs are scored on the train set)
+    num_pictures: int = 8
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole experiment: one work dir, one seed, one section per stage."""
+
+    work_dir: Path = Path("work_dirs/default")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train_cam: TrainCamConfig = field(default_factory=TrainCamConfig)
+    make_cam: MakeCamConfig = field(default_factory=MakeCamConfig)
+    eval_cam: EvalCamConfig = field(default_factory=EvalCamConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply ``KEY=VALUE`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        raw = loaded
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(raw, key, value)
+    return from_dict(Config, raw)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"model.beta=0.7"`` -> ``("model.beta", 0.7)``; the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like KEY=VALUE (e.g. model.backbone=resnet101)")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key, value
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}: {'.'.join(parts[:depth + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking every key and type."""
+    where = prefix.rstrip(".") or "the config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls) if f.init}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        raise ConfigError(f"unknown config key {key!r}; {where} has: {', '.join(sorted(known))}")
+    kwargs = {name: _coerce(value, hints[name], f"{prefix}{name}") for name, value in raw.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp`` and convert where lossless (int -> float, str -> Path)."""
+    origin = get_origin(tp)
+    if is_dataclass(tp):
+        return from_dict(tp, value if value is not None else {}, prefix=f"{key}.")
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"config key {key!r} may not be null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"config key {key!r}: {value!r} is none of {', '.join(_type_name(a) for a in args)}"
+        )
+    if origin is Literal:
+        choices = get_args(tp)
+        bool_mismatch = isinstance(value, bool) and not any(isinstance(c, bool) for c in choices)
+        if bool_mismatch or value not in choices:
+            raise ConfigError(f"config key {key!r} must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"config key {key!r} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if value is None:
+        raise ConfigError(f"config key {key!r} may not be null")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Path:
+        if isinstance(value, (str, Path)) and str(value):
+            return Path(value)
+    else:  # pragma: no cover - a field type this module does not know is a bug here
+        raise TypeError(f"config key {key!r} has unsupported type {tp!r}")
+    raise ConfigError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}")
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass tree as plain YAML/JSON-safe values (Paths as strings, tuples as lists)."""
+    if is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML text (what ``save_config`` writes)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved config atomically; stages call this beside their outputs."""
+    from .io import atomic_write_text
+
+    return atomic_write_text(Path(path), dump_config(cfg))
+
+
+def with_overrides(cfg: Config, **sections: Any) -> Config:
+    """``with_overrides(cfg, model={"prototypes": False})``: a checked copy with some keys changed."""
+    raw = to_dict(cfg)
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update(to_dict(values))
+        else:
+            raw[section] = to_dict(values)
+    return from_dict(Config, raw)
+
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "TrainCamConfig",
+    "MakeCamConfig",
+    "EvalCamConfig",
+    "PROTOTYPE_LEVELS",
+    "load_config",
+    "parse_override",
+    "from_dict",
+    "to_dict",
+    "dump_config",
+    "save_config",
+    "with_overrides",
+]

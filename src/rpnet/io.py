@@ -1,0 +1,142 @@
+"""Files on disk: atomic writes, arrays as .npz (no pickle), masks as palette PNGs, metrics.
+
+Every writer here writes to a temporary file in the destination folder and renames it
+into place, so a run killed half-way leaves either the old file or the new one, never
+a truncated one. Stages that skip finished images on a rerun rely on that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+from PIL import Image
+
+IGNORE_INDEX = 255  # the "don't care" label in masks (VOC's object borders, crop padding)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    The temporary name keeps ``path``'s suffix so that libraries which pick a format
+    from the extension (PIL, numpy) still do so.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
+    """Compressed .npz, written atomically; load with :func:`load_npz` (pickle off)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+    return Path(path)
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def voc_palette() -> list[int]:
+    """The PASCAL VOC colour map (256 RGB triples, flattened), 255 -> (224, 224, 192)."""
+    palette = []
+    for label in range(256):
+        r = g = b = 0
+        c = label
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette.extend((r, g, b))
+    palette[IGNORE_INDEX * 3: IGNORE_INDEX * 3 + 3] = [224, 224, 192]
+    return palette
+
+
+def save_mask(path: str | Path, mask: np.ndarray) -> Path:
+    """An (H, W) label map as an 8-bit palette PNG in the VOC colours (labels 0..255)."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"a mask is (H, W), got shape {mask.shape}")
+    if mask.size and (mask.min() < 0 or mask.max() > 255):
+        raise ValueError("mask labels must be in 0..255")
+    img = Image.fromarray(mask.astype(np.uint8), mode="P")
+    img.putpalette(voc_palette())
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return Path(path)
+
+
+def load_mask(path: str | Path) -> np.ndarray:
+    """A label PNG as (H, W) uint8 indices (palette indices, not colours)."""
+    with Image.open(path) as img:
+        if img.mode not in ("P", "L", "I", "I;16"):
+            raise ValueError(f"{path}: a mask must be a palette or grey PNG, got mode {img.mode}")
+        return np.array(img).astype(np.uint8)
+
+
+def save_image(path: str | Path, image: np.ndarray) -> Path:
+    """An (H, W, 3) uint8 image, format from the suffix (PNG, JPEG)."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp)
+    return Path(path)
+
+
+def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:
+    """Append one JSON line (a training log); lines are small, so one write() is atomic enough."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(dict(record)) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def update_metrics(work_dir: str | Path, **values: Any) -> dict[str, Any]:
+    """Merge ``values`` into ``WORK_DIR/metrics.json`` (INTERFACE.md) and return the whole object."""
+    path = Path(work_dir) / "metrics.json"
+    metrics = read_json(path) if path.exists() else {}
+    metrics.update(values)
+    write_json(path, metrics)
+    return metrics
