@@ -61,10 +61,17 @@ def read_json(path: str | Path) -> Any:
 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
-    """Compressed .npz, written atomically; load with :func:`load_npz` (pickle off)."""
+    """Compressed .npz, written atomically; load with :func:`load_npz` (pickle off).
+
+    Object arrays are refused: numpy would pickle them, and pickles execute code on load.
+    """
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    for key, arr in arrays.items():
+        if arr.dtype.hasobject:
+            raise ValueError(f"array {key!r} has dtype object; only plain numeric/string arrays are saved")
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+            np.savez_compressed(fh, **arrays)
     return Path(path)
 
 

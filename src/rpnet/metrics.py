@@ -1,0 +1,56 @@
+"""Segmentation metrics: a confusion matrix by bincount, IoU per class, mIoU."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .io import IGNORE_INDEX
+
+
+class ConfusionMatrix:
+    """Accumulates an (N, N) matrix, rows = ground truth, columns = prediction.
+
+    Pixels whose ground truth is ``ignore_index`` (or outside 0..N-1) are not counted. Matrices
+    from several workers or ranks add up (``merge``/``+=`` on ``.matrix``).
+    """
+
+    def __init__(self, num_labels: int, ignore_index: int = IGNORE_INDEX) -> None:
+        self.num_labels = num_labels
+        self.ignore_index = ignore_index
+        self.matrix = np.zeros((num_labels, num_labels), dtype=np.int64)
+
+    def update(self, gt: np.ndarray, pred: np.ndarray) -> None:
+        gt = np.asarray(gt).astype(np.int64).ravel()
+        pred = np.asarray(pred).astype(np.int64).ravel()
+        if gt.shape != pred.shape:
+            raise ValueError(f"ground truth has {gt.size} pixels, prediction {pred.size}")
+        keep = (gt != self.ignore_index) & (gt >= 0) & (gt < self.num_labels)
+        pred = np.clip(pred[keep], 0, self.num_labels - 1)
+        n = self.num_labels
+        self.matrix += np.bincount(gt[keep] * n + pred, minlength=n * n).reshape(n, n)
+
+    def merge(self, other: "ConfusionMatrix") -> None:
+        self.matrix += other.matrix
+
+    def iou(self) -> np.ndarray:
+        """IoU per label: TP / (TP + FP + FN); NaN for a label absent from both GT and prediction."""
+        tp = np.diag(self.matrix).astype(np.float64)
+        denom = self.matrix.sum(0) + self.matrix.sum(1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(denom > 0, tp / denom, np.nan)
+
+    def miou(self) -> float:
+        """Mean IoU over the labels that occur (in GT or prediction), in [0, 1]."""
+        iou = self.iou()
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0
+
+    def pixel_accuracy(self) -> float:
+        total = self.matrix.sum()
+        return float(np.trace(self.matrix) / total) if total else 0.0
+
+
+def per_class_iou(cm: ConfusionMatrix, class_names: Sequence[str]) -> dict[str, float | None]:
+    """{name: IoU in percent} (INTERFACE.md's ``*_per_class``); None where the class never occurs."""
+    return {name: (None if np.isnan(v) else round(float(v) * 100, 2)) for name, v in zip(class_names, cm.iou())}

@@ -1,0 +1,27 @@
+import subprocess
+import sys
+
+from rpnet.cli import STAGES, main
+
+
+def test_help_lists_every_stage(capsys):
+    try:
+        main(["--help"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    out = capsys.readouterr().out
+    for name in ["synth", *STAGES]:
+        assert name in out
+
+
+def test_bad_override_is_one_line_on_stderr_and_nonzero(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("seed: 1\n")
+    assert main(["train-cam", str(cfg), "--set", "model.nope=1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.nope" in err[0]
+
+
+def test_python_dash_m_is_the_same_command():
+    r = subprocess.run([sys.executable, "-m", "rpnet", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "train-cam" in r.stdout

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rpnet.config import Config, dump_config, load_config, parse_override, save_config, with_overrides
+from rpnet.errors import ConfigError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_yaml_sections_map_onto_dataclasses(tmp_path):
+    cfg = load_config(write(tmp_path, "seed: 3\ndata: {root: /d, fraction: 0.25}\nmodel: {backbone: resnet18, beta: 1}\n"))
+    assert cfg.seed == 3
+    assert cfg.data.root == Path("/d") and cfg.data.fraction == 0.25
+    assert cfg.model.backbone == "resnet18"
+    assert cfg.model.beta == 1.0 and isinstance(cfg.model.beta, float)  # int accepted for a float
+    assert cfg.model.alpha == 0.3  # defaults kept
+
+
+def test_overrides_win_and_are_parsed_as_yaml(tmp_path):
+    cfg = load_config(write(tmp_path, "model: {prototypes: true}\n"),
+                      ["model.prototypes=false", "make_cam.scales=[1.0, 0.5]", "model.pretrained=null"])
+    assert cfg.model.prototypes is False
+    assert cfg.make_cam.scales == (1.0, 0.5)
+    assert cfg.model.pretrained is None
+
+
+@pytest.mark.parametrize("override, named", [
+    ("model.bogus=1", "model.bogus"),
+    ("bogus.x=1", "bogus"),
+    ("model.beta=abc", "model.beta"),
+    ("model.prototypes=3", "model.prototypes"),
+    ("model.group_size=2.5", "model.group_size"),
+    ("model.output_stride=12", "model.output_stride"),
+    ("train_cam.resize_long=[1]", "train_cam.resize_long"),
+    ("model.prototype_levels=[block9]", "prototype_levels"),
+    ("seed=null", "seed"),
+])
+def test_bad_keys_and_types_are_rejected_naming_the_key(override, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_override_needs_equals_sign():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_override("model.beta")
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["model.backbone=resnet101", "data.root=/x", "eval_cam.sweep=[0.1, 0.5, 0.1]"])
+    path = save_config(cfg, tmp_path / "out" / "config.yaml")
+    again = load_config(path)
+    assert again == cfg
+    assert yaml.safe_load(dump_config(cfg))["model"]["backbone"] == "resnet101"
+
+
+def test_with_overrides_is_checked():
+    cfg = with_overrides(Config(), model={"prototypes": False})
+    assert cfg.model.prototypes is False and cfg.model.beta == 0.5
+    with pytest.raises(ConfigError):
+        with_overrides(Config(), model={"nope": 1})

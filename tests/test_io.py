@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from rpnet import io
+
+
+def test_npz_round_trip_without_pickle(tmp_path):
+    p = io.save_npz(tmp_path / "a" / "x.npz", cam=np.arange(6, dtype=np.float32).reshape(2, 3), keys=np.array([1, 4]))
+    d = io.load_npz(p)
+    np.testing.assert_array_equal(d["cam"], np.arange(6).reshape(2, 3))
+    np.testing.assert_array_equal(d["keys"], [1, 4])
+    assert [f.name for f in p.parent.iterdir()] == ["x.npz"]  # no temp file left
+
+
+def test_object_arrays_are_refused(tmp_path):
+    with pytest.raises(ValueError):
+        io.save_npz(tmp_path / "x.npz", bad=np.array([{"a": 1}], dtype=object))
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_mask_png_is_palette_with_voc_colours(tmp_path):
+    m = np.array([[0, 1, 255], [15, 2, 0]], dtype=np.uint8)
+    p = io.save_mask(tmp_path / "m.png", m)
+    with Image.open(p) as img:
+        assert img.mode == "P"
+        pal = img.getpalette()
+    assert pal[3:6] == [128, 0, 0]  # VOC class 1 (aeroplane) is dark red
+    assert pal[15 * 3: 15 * 3 + 3] == [192, 128, 128]  # class 15 (person)
+    np.testing.assert_array_equal(io.load_mask(p), m)
+
+
+def test_failed_write_leaves_old_file(tmp_path):
+    target = tmp_path / "t.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["t.txt"]
+
+
+def test_metrics_merge_and_jsonl(tmp_path):
+    io.update_metrics(tmp_path, cam_miou=40.0)
+    m = io.update_metrics(tmp_path, pseudo_miou=50.0)
+    assert m == {"cam_miou": 40.0, "pseudo_miou": 50.0}
+    io.append_jsonl(tmp_path / "log.jsonl", {"step": 1})
+    io.append_jsonl(tmp_path / "log.jsonl", {"step": 2})
+    assert [r["step"] for r in io.read_jsonl(tmp_path / "log.jsonl")] == [1, 2]

@@ -1,0 +1,53 @@
+import math
+
+import torch
+
+from rpnet.losses import cam_consistency_loss, classifier_loss, feature_consistency_loss, multilabel_loss
+from rpnet.models.rpnet import ClassifierOutput
+
+
+def test_multilabel_loss_matches_eq12_by_hand():
+    v = torch.tensor([[2.0, -1.0]])
+    u = torch.tensor([[1.0, 0.0]])
+    sig = lambda t: 1 / (1 + math.exp(-t))  # noqa: E731
+    expected = -(math.log(sig(2.0)) + math.log(1 - sig(-1.0))) / 2
+    assert abs(multilabel_loss(v, u).item() - expected) < 1e-6
+
+
+def test_cam_consistency_zero_when_enhancement_is_a_positive_scale():
+    f = torch.rand(2, 4, 3, 3)
+    w = torch.randn(3, 4, 1, 1)
+    tags = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    # max-normalised CAMs do not change when f'_N = 2 f_N
+    assert cam_consistency_loss(f, 2 * f, w, tags).item() < 1e-10
+
+
+def test_cam_consistency_by_hand():
+    f = torch.tensor([[[[1.0, 2.0]]]])  # (1, 1, 1, 2)
+    fe = torch.tensor([[[[1.0, 0.0]]]])
+    w = torch.ones(1, 1, 1, 1)
+    # CAMs after max normalisation: [0.5, 1] and [1, 0]; squared differences 0.25, 1 -> mean 0.625
+    loss = cam_consistency_loss(f, fe, w, torch.ones(1, 1))
+    assert abs(loss.item() - 0.625) < 1e-4
+    assert cam_consistency_loss(f, fe, w, torch.zeros(1, 1)).item() == 0.0  # untagged: masked out
+
+
+def test_feature_consistency_is_sum_over_positions():
+    f = torch.zeros(2, 1, 2, 2)
+    fe = torch.ones(2, 1, 2, 2)
+    assert feature_consistency_loss(f, fe).item() == 4.0
+
+
+def test_classifier_loss_baseline_and_rpnet_terms():
+    tags = torch.tensor([[1.0, 0.0]])
+    base = ClassifierOutput(logits=torch.tensor([[1.0, -1.0]]), features=torch.rand(1, 2, 2, 2))
+    out = classifier_loss(base, tags, torch.ones(2, 2, 1, 1))
+    assert out.consistency.item() == 0 and torch.equal(out.total, out.cls)
+    f = torch.rand(1, 2, 2, 2)
+    rp = ClassifierOutput(logits=torch.tensor([[5.0, 5.0]]), features=f,
+                          logits_enhanced=torch.tensor([[1.0, -1.0]]), features_enhanced=f * 0.5)
+    out = classifier_loss(rp, tags, torch.randn(2, 2, 1, 1), lambda_s=10.0)
+    torch.testing.assert_close(out.cls, multilabel_loss(rp.logits_enhanced, tags))  # L_c on the enhanced branch
+    torch.testing.assert_close(out.total, out.cls + 10.0 * out.consistency)
+    both = classifier_loss(rp, tags, torch.randn(2, 2, 1, 1), lc_on_original=True)
+    torch.testing.assert_close(both.cls, multilabel_loss(rp.logits_enhanced, tags) + multilabel_loss(rp.logits, tags))
