@@ -118,11 +118,13 @@ def load_mask(path: str | Path) -> np.ndarray:
         return np.array(img).astype(np.uint8)
 
 
-def save_image(path: str | Path, image: np.ndarray) -> Path:
-    """An (H, W, 3) uint8 image, format from the suffix (PNG, JPEG)."""
+def save_image(path: str | Path, image: np.ndarray, quality: int = 95) -> Path:
+    """An (H, W, 3) uint8 image, format from the suffix (PNG, JPEG at ``quality``)."""
+    path = Path(path)
+    options = {"quality": quality} if path.suffix.lower() in (".jpg", ".jpeg") else {}
     with atomic_path(path) as tmp:
-        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp)
-    return Path(path)
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, **options)
+    return path
 
 
 def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:

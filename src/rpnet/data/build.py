@@ -1,0 +1,91 @@
+"""``build_dataset``: a :class:`DataConfig` and a split name in, a :class:`TaggedImages` out.
+
+The one place that decides, for training, which images are used: untagged images
+are reported and left out, then ``data.fraction`` keeps a stratified share of each
+class (Table II).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+from ..config import DataConfig
+from ..errors import ConfigError, DataError
+from .coco import load_coco
+from .dataset import ImageRecord, MaskLoader, TaggedImages, Transform, drop_untagged
+from .folder import load_folder
+from .subsets import stratified_fraction
+from .voc import load_voc, voc_mask_loader
+
+logger = logging.getLogger(__name__)
+
+Loaded = tuple[list[ImageRecord], list[str], "MaskLoader | None"]
+
+
+def _voc(data: DataConfig, root: Path, split: str) -> Loaded:
+    records, class_names = load_voc(root, split, classes=data.classes, sbd_root=data.sbd_root)
+    # SBD masks are .mat files that only voc_mask_loader reads; PNG-only splits need no loader.
+    needs_loader = any(r.mask is not None and r.mask.suffix == ".mat" for r in records)
+    return records, class_names, voc_mask_loader if needs_loader else None
+
+
+def _coco(data: DataConfig, root: Path, split: str) -> Loaded:
+    return load_coco(root, split, classes=data.classes)
+
+
+def _folder(data: DataConfig, root: Path, split: str) -> Loaded:
+    records, class_names = load_folder(root, split, classes=data.classes)
+    return records, class_names, None
+
+
+LOADERS: dict[str, Callable[[DataConfig, Path, str], Loaded]] = {
+    "voc": _voc,
+    "coco": _coco,
+    "folder": _folder,
+}
+
+
+def build_dataset(
+    data: DataConfig,
+    split: str,
+    transform: Transform | None = None,
+    *,
+    for_training: bool = False,
+    seed: int = 0,
+) -> TaggedImages:
+    """The images of ``split`` in the layout ``data.format`` names, under ``data.root``.
+
+    ``transform(sample, rng)`` is applied per sample (see :class:`TaggedImages`), with
+    ``seed`` seeding augmentation. With ``for_training``, images without tags are
+    dropped (one warning lists them) and ``data.fraction < 1`` keeps a seeded,
+    class-stratified subset. Raises :class:`ConfigError` for an unknown format and
+    :class:`DataError` when ``data.root`` is unset or missing or the split is empty.
+    """
+    if data.format not in LOADERS:
+        raise ConfigError(f"unknown data.format {data.format!r}; choose from {sorted(LOADERS)}")
+    if seed < 0:
+        raise ConfigError(f"seed must be non-negative, got {seed}")
+    if data.root is None:
+        raise DataError("data.root is not set: point it at the dataset folder (--set data.root=PATH)")
+    root = Path(data.root)
+    if not root.is_dir():
+        raise DataError(f"data.root {root} is not a folder")
+    records, class_names, mask_loader = LOADERS[data.format](data, root, split)
+    dataset = TaggedImages(records, class_names, transform=transform, mask_loader=mask_loader, seed=seed)
+    if for_training:
+        dataset = drop_untagged(dataset)
+        if data.fraction < 1.0:
+            keep = stratified_fraction(dataset.tag_matrix(), data.fraction, seed)
+            logger.info(
+                "data.fraction %.4g: training on %d of %d images of split %r",
+                data.fraction, len(keep), len(dataset), split,
+            )
+            dataset = dataset.subset(keep)
+    if len(dataset) == 0:
+        raise DataError(f"split {split!r} of {root} ({data.format}) has no usable images")
+    return dataset
+
+
+__all__ = ["build_dataset", "LOADERS"]

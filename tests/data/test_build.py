@@ -1,0 +1,91 @@
+import logging
+
+import numpy as np
+import pytest
+
+from rpnet.config import DataConfig
+from rpnet.data.build import LOADERS, build_dataset
+from rpnet.errors import ConfigError, DataError
+from rpnet.io import save_image
+
+from .fixtures import SBD_MASKS, TRAIN_AUG_BY_HAND, make_coco, make_folder, make_sbd, make_voc, solid_image, write_lines
+
+
+def test_every_format_builds(tmp_path):
+    voc = build_dataset(DataConfig(format="voc", root=make_voc(tmp_path / "voc")), "val")
+    assert voc.ids == ["v1", "v2"] and voc.has_masks and voc.num_classes == 20
+    coco = build_dataset(DataConfig(format="coco", root=make_coco(tmp_path / "coco")), "val2014")
+    assert len(coco) == 2 and coco.has_masks and coco.num_classes == 3
+    assert coco[1]["mask"].shape == (16, 16)
+    folder = build_dataset(DataConfig(format="folder", root=make_folder(tmp_path / "folder")), "train")
+    assert folder.ids == ["a", "d"] and folder.num_classes == 3
+
+
+def test_train_aug_through_the_config(tmp_path):
+    data = DataConfig(format="voc", root=make_voc(tmp_path / "voc"), sbd_root=make_sbd(tmp_path / "sbd"))
+    ds = build_dataset(data, "train_aug", for_training=True)
+    assert ds.ids == TRAIN_AUG_BY_HAND  # all six are tagged
+    np.testing.assert_array_equal(ds[ds.ids.index("s3")]["mask"], SBD_MASKS["s3"])
+
+
+def test_untagged_images_are_reported_and_left_out_for_training(tmp_path, caplog):
+    data = DataConfig(format="folder", root=make_folder(tmp_path))
+    assert build_dataset(data, "all").ids == ["a", "b", "c", "d"]  # evaluation keeps them
+    with caplog.at_level(logging.WARNING):
+        ds = build_dataset(data, "all", for_training=True)
+    assert ds.ids == ["a", "b"]
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "2 of 4" in message and "c" in message and "d" in message
+
+
+def test_coco_untagged_image_left_out_for_training(tmp_path):
+    ds = build_dataset(DataConfig(format="coco", root=make_coco(tmp_path)), "val2014", for_training=True)
+    assert ds.ids == ["COCO_val2014_000000000042"]
+
+
+def test_fraction_only_when_training_and_keeps_class_proportions(tmp_path):
+    root = tmp_path / "many"
+    write_lines(root / "classes.txt", ["background", "cat", "dog"])
+    rows = ["image,tags"]
+    # 24 cat-only, 8 dog-only, 4 both: cat has 28 images, dog 12.
+    for i in range(36):
+        save_image(root / "images" / f"{i:02d}.png", solid_image(i, size=4))
+        rows.append(f"{i:02d}.png," + ("cat" if i < 24 else "dog" if i < 32 else "cat;dog"))
+    write_lines(root / "tags.csv", rows)
+    data = DataConfig(format="folder", root=root, fraction=0.25)
+    assert len(build_dataset(data, "all")) == 36  # no reduction outside training
+    ds = build_dataset(data, "all", for_training=True, seed=2)
+    counts = ds.tag_matrix().sum(axis=0)
+    assert counts[0] in (7, 8) and counts[1] == 3  # 0.25 * 28 = 7, 0.25 * 12 = 3
+    again = build_dataset(data, "all", for_training=True, seed=2)
+    assert again.ids == ds.ids
+
+
+def test_transform_and_seed_reach_the_dataset(tmp_path):
+    def transform(sample, rng):
+        return rng.integers(0, 1000)
+
+    data = DataConfig(format="folder", root=make_folder(tmp_path))
+    ds = build_dataset(data, "train", transform, seed=9)
+    assert ds[1] == np.random.default_rng([9, 0, 1]).integers(0, 1000)
+
+
+def test_unknown_format_lists_the_choices(tmp_path):
+    data = DataConfig(format="imagenet", root=tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"imagenet.*\['coco', 'folder', 'voc'\]"):
+        build_dataset(data, "train")
+    assert sorted(LOADERS) == ["coco", "folder", "voc"]
+
+
+def test_root_unset_or_missing(tmp_path):
+    with pytest.raises(DataError, match="data.root"):
+        build_dataset(DataConfig(format="folder"), "train")
+    with pytest.raises(DataError, match="nowhere"):
+        build_dataset(DataConfig(format="folder", root=tmp_path / "nowhere"), "train")
+
+
+def test_empty_split_is_an_error(tmp_path):
+    root = make_folder(tmp_path)
+    write_lines(root / "empty.txt", [])
+    with pytest.raises(DataError, match="'empty'"):
+        build_dataset(DataConfig(format="folder", root=root), "empty")
