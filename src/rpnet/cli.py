@@ -17,7 +17,7 @@ from typing import Sequence
 
 from .errors import RpnetError
 
-# Pipeline order (METHOD.md). Each module has ``main(cfg: Config) -> dict``.
+# Pipeline order (METHOD.md). Each module has ``main(cfg: Config, *, resume: bool)``.
 STAGES: dict[str, str] = {
     "train-cam": "rpnet.stages.train_cam",
     "make-cam": "rpnet.stages.make_cam",
@@ -40,6 +40,8 @@ def _add_stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config key, e.g. --set model.backbone=resnet101 (repeatable)",
     )
+    p.add_argument("--resume", action="store_true",
+                   help="training stages: continue from the last checkpoint (per-image stages always skip finished images)")
     p.set_defaults(command="stage", stage=name)
 
 
@@ -84,7 +86,7 @@ def _run_stage(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.overrides)
     module = importlib.import_module(STAGES[args.stage])
-    module.main(cfg)
+    module.main(cfg, resume=args.resume)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,7 +66,8 @@ class ModelConfig:
     lc_on_original: bool = False  # also apply L_c to the original branch
     cam_source: Literal["original", "enhanced"] = "original"  # which branch make-cam uses
     detach_block2: bool = True  # IRN: no gradient into block1-2 of the CAM branch
-    freeze_bn: bool | None = None  # None: frozen when pretrained weights are loaded
+    freeze_bn: bool | None = None  # None: frozen (running statistics) when pretrained weights are loaded
+    freeze_stem: bool | None = None  # conv1/bn1 frozen; None: when pretrained (a random stem is not worth keeping)
 
     def __post_init__(self) -> None:
         bad = [lv for lv in self.prototype_levels if lv not in PROTOTYPE_LEVELS]
@@ -107,6 +108,7 @@ class MakeCamConfig:
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)  # IRN's default
     flip: bool = True
     split: str | None = None  # None: data.train_split
+    batch_size: int = 8  # images of one size inferred together
 
 
 @dataclass(frozen=True)

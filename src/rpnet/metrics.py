@@ -54,3 +54,14 @@ class ConfusionMatrix:
 def per_class_iou(cm: ConfusionMatrix, class_names: Sequence[str]) -> dict[str, float | None]:
     """{name: IoU in percent} (INTERFACE.md's ``*_per_class``); None where the class never occurs."""
     return {name: (None if np.isnan(v) else round(float(v) * 100, 2)) for name, v in zip(class_names, cm.iou())}
+
+
+def format_iou_table(per_class: dict[str, float | None], miou: float, title: str = "") -> str:
+    """A plain-text table of per-class IoU (percent) and the mean, for the terminal."""
+    width = max([len(n) for n in per_class] + [4])
+    lines = [title] if title else []
+    lines += [f"{'class':<{width}}  IoU %", f"{'-' * width}  -----"]
+    for name, iou in per_class.items():
+        lines.append(f"{name:<{width}}  {'  n/a' if iou is None else f'{iou:5.1f}'}")
+    lines += [f"{'-' * width}  -----", f"{'mIoU':<{width}}  {miou:5.1f}"]
+    return "\n".join(lines)

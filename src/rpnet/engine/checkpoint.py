@@ -1,0 +1,79 @@
+"""Resumable training checkpoints and final weights.
+
+A checkpoint holds the model, the optimizer, the position in training (epoch, batch within
+the epoch, global step) and the torch RNG state, saved with ``torch.save`` as plain tensors
+and numbers, so that ``torch.load(weights_only=True)`` reads it back. It is written
+atomically: a run killed while saving keeps the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import RpnetError
+from ..io import atomic_path
+
+
+@dataclass
+class Progress:
+    """Where training stands: ``epoch`` in progress, ``batch`` batches done in it, ``step`` in all."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel, or the model itself."""
+    return getattr(model, "module", model)
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, progress: Progress) -> Path:
+    state = {
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "progress": asdict(progress),
+        "torch_rng": torch.get_rng_state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> Progress:
+    """Restore model (and optimizer, RNG) from ``path``; returns the saved progress."""
+    if not path.is_file():
+        raise RpnetError(f"no checkpoint to resume from at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    unwrap(model).load_state_dict(state["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    return Progress(**state["progress"])
+
+
+def save_model_weights(path: Path, model: nn.Module) -> Path:
+    """Final weights as safetensors (no code runs on load)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+    return path
+
+
+def load_model_weights(path: Path, model: nn.Module) -> nn.Module:
+    """Load weights written by :func:`save_model_weights` (strict: every key must match)."""
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise RpnetError(f"weights not found: {path}")
+    state = load_file(str(path))
+    missing, unexpected = unwrap(model).load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RpnetError(f"{path} does not fit the model: missing {missing[:8]}, unexpected {unexpected[:8]}")
+    return model

@@ -1,0 +1,142 @@
+"""One training loop for every training stage (classifier, IRN, segmentation).
+
+The loop owns what all three share: the poly learning rate, mixed precision on CUDA,
+a checkpoint every epoch and on Ctrl-C, ``resume``, a progress bar with the loss terms,
+learning rate, images/s and ETA, and a JSONL log. What differs per stage is the
+``step_fn``, which takes a batch and returns its named loss terms (``"loss"`` is the one
+minimised), and the batches themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..io import append_jsonl
+from .checkpoint import Progress, load_checkpoint, save_checkpoint, save_model_weights
+from .schedule import set_poly_lr
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "last.pt"
+WEIGHTS_NAME = "model.safetensors"
+LOG_NAME = "log.jsonl"
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    epochs: int
+    steps_per_epoch: int
+    poly_power: float = 0.9
+    amp: bool = True
+    log_every: int = 10
+    max_steps: int | None = None  # stop after this many steps in all (smoke tests, benchmarks)
+    show_progress: bool = True
+
+    @property
+    def total_steps(self) -> int:
+        full = self.epochs * self.steps_per_epoch
+        return min(full, self.max_steps) if self.max_steps else full
+
+
+def autocast_context(device: torch.device, enabled: bool):
+    """bfloat16 autocast on CUDA where supported (float16 otherwise); nothing on CPU."""
+    if not enabled or device.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Callable[[int, int], Iterable[Mapping[str, object]]],
+    step_fn: Callable[[Mapping[str, object]], Mapping[str, Tensor]],
+    settings: LoopSettings,
+    out_dir: Path,
+    *,
+    device: torch.device,
+    resume: bool = False,
+    is_main: bool = True,
+    batch_images: Callable[[Mapping[str, object]], int] = lambda b: len(b["id"]),  # type: ignore[arg-type]
+) -> Path:
+    """Train ``model`` and write ``out_dir/model.safetensors``; return its path.
+
+    ``batches(epoch, skip)`` yields the epoch's batches after the first ``skip`` (so a resumed
+    epoch continues where it stopped). ``is_main`` is False on every rank but 0: those write
+    nothing. The optimizer's groups' current lrs are taken as the poly schedule's bases.
+    """
+    out_dir = Path(out_dir)
+    ckpt = out_dir / CHECKPOINT_NAME
+    base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group["initial_lr"] = base
+    progress = Progress()
+    if resume and ckpt.exists():
+        progress = load_checkpoint(ckpt, model, optimizer)
+        log.info("resuming from %s at epoch %d, batch %d (step %d)", ckpt, progress.epoch, progress.batch, progress.step)
+    elif resume:
+        log.info("no checkpoint at %s: starting from scratch", ckpt)
+    total = settings.total_steps
+    fp16_scaler = None
+    if settings.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        fp16_scaler = torch.amp.GradScaler("cuda")
+    bar = tqdm(total=total, initial=progress.step, disable=not (is_main and settings.show_progress),
+               desc=out_dir.name, unit="step", dynamic_ncols=True)
+    model.train()
+    try:
+        while progress.step < total and progress.epoch < settings.epochs:
+            window_start, window_images = time.perf_counter(), 0
+            for batch in batches(progress.epoch, progress.batch):
+                if progress.step >= total:
+                    break
+                set_poly_lr(optimizer, base_lrs, progress.step, total, settings.poly_power)
+                with autocast_context(device, settings.amp):
+                    terms = step_fn(batch)
+                loss = terms["loss"]
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at step {progress.step}")
+                optimizer.zero_grad(set_to_none=True)
+                if fp16_scaler is not None:
+                    fp16_scaler.scale(loss).backward()
+                    fp16_scaler.step(optimizer)
+                    fp16_scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                progress.step += 1
+                progress.batch += 1
+                window_images += batch_images(batch)
+                if is_main and (progress.step % settings.log_every == 0 or progress.step == total):
+                    elapsed = time.perf_counter() - window_start
+                    record = {"epoch": progress.epoch, "step": progress.step, "lr": optimizer.param_groups[0]["lr"],
+                              "images_per_s": round(window_images / max(elapsed, 1e-9), 2),
+                              **{k: round(float(v.detach()), 6) for k, v in terms.items()}}
+                    append_jsonl(out_dir / LOG_NAME, record)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("epoch", "step")})
+                    window_start, window_images = time.perf_counter(), 0
+                bar.update(1)
+            progress.epoch += 1
+            progress.batch = 0
+            if is_main:
+                save_checkpoint(ckpt, model, optimizer, progress)
+    except KeyboardInterrupt:
+        if is_main:
+            save_checkpoint(ckpt, model, optimizer, progress)
+            log.warning("interrupted: checkpoint saved to %s; continue with --resume", ckpt)
+        raise
+    finally:
+        bar.close()
+    weights = out_dir / WEIGHTS_NAME
+    if is_main:
+        save_model_weights(weights, model)
+    return weights
+

@@ -1,0 +1,131 @@
+"""Stage 2: multi-scale, flipped CAMs of every training image (METHOD.md stage 2).
+
+For each image and scale (1.0, 0.5, 1.5, 2.0 by default) the image and its mirror go
+through the classifier's original branch (or, with ``model.cam_source: enhanced``, the
+prototype module run on the image alone, K = 1); the CAMs of both are added, resized and
+summed over scales, then only the tagged classes are kept, each divided by its max.
+
+Writes ``WORK_DIR/make_cam/cams/<id>.npz`` with ``keys`` (K,) the tagged foreground class
+indices, ``cam`` (K, ceil(H/4), ceil(W/4)) at stride 4 and ``high_res`` (K, H, W), both
+float16 in [0, 1]. An image whose file exists is skipped, so a killed run continues where
+it stopped; files are written atomically, so none is half-written.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from ..config import Config, save_config
+from ..data.build import build_dataset
+from ..data.transforms import eval_transform
+from ..engine.checkpoint import load_model_weights
+from ..io import save_npz
+from ..models.rpnet import RPNetClassifier
+from ..ops.cam import max_normalize
+from ..runtime import resolve_device, seed_everything
+from .train_cam import STAGE_DIR as TRAIN_DIR, build_classifier
+
+log = logging.getLogger(__name__)
+
+STAGE_DIR = "make_cam"
+CAM_STRIDE = 4  # the random walk works at stride 4 (IRN)
+
+
+def cam_dir(work_dir: Path) -> Path:
+    return Path(work_dir) / STAGE_DIR / "cams"
+
+
+def strided_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    return math.ceil(size[0] / stride), math.ceil(size[1] / stride)
+
+
+@torch.no_grad()
+def multiscale_cams(model: RPNetClassifier, images: Tensor, scales: tuple[float, ...], flip: bool,
+                    enhanced: bool = False) -> tuple[Tensor, Tensor]:
+    """Summed CAMs of a batch of same-size images over scales (and mirror images).
+
+    images (B, 3, H, W) normalised -> (B, C, ceil(H/4), ceil(W/4)) and (B, C, H, W), unnormalised.
+    The full-size map is upsampled to the feature grid's multiple of the output stride and cropped
+    (as IRN), so that each feature cell stays aligned with the pixels it covers.
+    """
+    b, _, h, w = images.shape
+    os_ = model.backbone.output_stride
+    small = strided_size((h, w), CAM_STRIDE)
+    up = (math.ceil(h / os_) * os_, math.ceil(w / os_) * os_)
+    strided = images.new_zeros((b, model.num_classes) + small)
+    high = images.new_zeros((b, model.num_classes, h, w))
+    for scale in scales:
+        x = images if scale == 1.0 else F.interpolate(
+            images, size=(round(h * scale), round(w * scale)), mode="bilinear", align_corners=False)
+        if flip:
+            x = torch.cat([x, x.flip(-1)])
+        cams = model_cams(model, x, enhanced)
+        if flip:
+            cams = cams[:b] + cams[b:].flip(-1)
+        strided += F.interpolate(cams, size=small, mode="bilinear", align_corners=False)
+        high += F.interpolate(cams, size=up, mode="bilinear", align_corners=False)[..., :h, :w]
+    return strided, high
+
+
+def model_cams(model: RPNetClassifier, x: Tensor, enhanced: bool) -> Tensor:
+    """relu(Theta^T f) from the original branch, or from f'_N with the image as its own group."""
+    if enhanced and model.settings is not None:
+        return model.cams(model(x, group_size=1).features_enhanced)
+    return model.cams(model.block_features(x)["block4"])
+
+
+def run(cfg: Config, *, resume: bool = False) -> Path:
+    """Write one CAM file per image of the split; return the folder."""
+    out = cam_dir(cfg.work_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out.parent / "config.yaml")
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    split = cfg.make_cam.split or cfg.data.train_split
+    dataset = build_dataset(cfg.data, split, eval_transform())
+    model = build_classifier(cfg.model, dataset.num_classes, load_pretrained=False)
+    load_model_weights(Path(cfg.work_dir) / TRAIN_DIR / "model.safetensors", model)
+    model.to(device).eval()
+    enhanced = cfg.model.cam_source == "enhanced"
+
+    todo = [i for i, rec in enumerate(dataset.records) if not (out / f"{rec.id}.npz").exists()]
+    log.info("make-cam: %d of %d images to do (%d done before)", len(todo), len(dataset), len(dataset) - len(todo))
+    loader = DataLoader(Subset(dataset, todo), batch_size=None, num_workers=cfg.data.num_workers)
+    bar = tqdm(total=len(todo), desc="make-cam", unit="img", dynamic_ncols=True)
+
+    def flush(samples: list[dict]) -> None:
+        images = torch.stack([s["image"] for s in samples]).to(device)
+        strided, high = multiscale_cams(model, images, cfg.make_cam.scales, cfg.make_cam.flip, enhanced)
+        for s, st, hi in zip(samples, strided, high):
+            keys = torch.nonzero(torch.as_tensor(s["tags"])).flatten()
+            save_npz(out / f"{s['id']}.npz", keys=keys.numpy().astype(np.int64),
+                     cam=max_normalize(st[keys.to(device)]).cpu().numpy().astype(np.float16),
+                     high_res=max_normalize(hi[keys.to(device)]).cpu().numpy().astype(np.float16))
+        bar.update(len(samples))
+
+    # Images of one size are inferred together; VOC's sizes vary, synthetic data's do not.
+    buckets: dict[tuple[int, ...], list[dict]] = defaultdict(list)
+    for sample in loader:
+        bucket = buckets[tuple(sample["image"].shape)]
+        bucket.append(sample)
+        if len(bucket) == cfg.make_cam.batch_size:
+            flush(bucket)
+            bucket.clear()
+    for bucket in buckets.values():
+        if bucket:
+            flush(bucket)
+    bar.close()
+    return out
+
+
+main = run

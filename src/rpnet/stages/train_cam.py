@@ -1,0 +1,102 @@
+"""Stage 1: train the classifier (RPNet, or the plain-CAM baseline with ``model.prototypes: false``).
+
+Writes ``WORK_DIR/train_cam/``: ``model.safetensors`` (final weights), ``last.pt`` (resumable
+checkpoint, every epoch and on Ctrl-C), ``log.jsonl`` (loss terms, lr, images/s) and
+``config.yaml`` (the resolved config).
+
+Both models see the same stream of images: batches of groups of K images sharing a class
+(METHOD.md stage 1), each tagged image an anchor once per epoch. The baseline ignores the
+grouping, so a baseline and an RPNet run with the same seed differ only in the prototype module.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import Config, ModelConfig, save_config
+from ..data.build import build_dataset
+from ..data.sampling import GroupBatchSampler
+from ..data.transforms import collate, train_transform
+from ..engine.checkpoint import unwrap
+from ..engine.schedule import sgd_param_groups
+from ..engine.trainer import LoopSettings, train
+from ..losses import classifier_loss
+from ..models.backbones import build_backbone
+from ..models.rpnet import PrototypeSettings, RPNetClassifier
+from ..runtime import resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+STAGE_DIR = "train_cam"
+
+
+def build_classifier(model: ModelConfig, num_classes: int, *, load_pretrained: bool = True) -> RPNetClassifier:
+    """The classifier a :class:`ModelConfig` describes (ImageNet weights loaded when given)."""
+    pretrained = model.pretrained is not None
+    frozen_bn = pretrained if model.freeze_bn is None else model.freeze_bn
+    frozen_stem = pretrained if model.freeze_stem is None else model.freeze_stem
+    backbone = build_backbone(
+        model.backbone, output_stride=model.output_stride, norm="frozen" if frozen_bn else "bn",
+        freeze_stem=frozen_stem, pretrained=model.pretrained if load_pretrained else None,
+    )
+    settings = None
+    if model.prototypes:
+        settings = PrototypeSettings(
+            levels=model.prototype_levels, group_size=model.group_size, alpha=model.alpha, beta=model.beta,
+            sigma=model.sigma if model.gaussian else None, embed_dim=model.embed_dim, compare=model.compare,
+        )
+    return RPNetClassifier(backbone, num_classes, settings, detach_block2=model.detach_block2)
+
+
+def run(cfg: Config, *, resume: bool = False) -> Path:
+    """Train and return the path of the final weights."""
+    out_dir = Path(cfg.work_dir) / STAGE_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / "config.yaml")
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    tc = cfg.train_cam
+    dataset = build_dataset(cfg.data, cfg.data.train_split, train_transform(tc.crop_size, tc.resize_long),
+                            for_training=True, seed=cfg.seed)
+    sampler = GroupBatchSampler(dataset.tag_matrix(), cfg.model.group_size, tc.batch_size, cfg.seed)
+    model = build_classifier(cfg.model, dataset.num_classes).to(device)
+    backbone_params, new_params = model.parameter_groups()
+    optimizer = torch.optim.SGD(
+        sgd_param_groups(backbone_params, new_params, tc.lr, tc.weight_decay, tc.new_layer_lr_mult),
+        lr=tc.lr, momentum=tc.momentum,
+    )
+    log.info("train-cam: %d images, %s, prototypes %s, %d epochs x %d steps, batch %d (groups of %d)",
+             len(dataset), cfg.model.backbone, "on" if cfg.model.prototypes else "off (baseline)",
+             tc.epochs, len(sampler), tc.batch_size, cfg.model.group_size)
+
+    def batches(epoch: int, skip: int):
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        plan = list(sampler)[skip:]
+        return DataLoader(dataset, batch_sampler=plan, collate_fn=collate, num_workers=cfg.data.num_workers,
+                          pin_memory=device.type == "cuda")
+
+    classifier_weight = lambda: unwrap(model).classifier.weight  # noqa: E731
+
+    def step(batch):
+        images = batch["image"].to(device, non_blocking=True)
+        tags = batch["tags"].to(device, non_blocking=True)
+        out = model(images)
+        loss = classifier_loss(
+            out, tags, classifier_weight(), lambda_s=cfg.model.lambda_s, ls_mode=cfg.model.ls_mode,
+            ls_detach_enhanced=cfg.model.ls_detach_enhanced, lc_on_original=cfg.model.lc_on_original,
+        )
+        return {"loss": loss.total, "l_c": loss.cls, "l_s": loss.consistency}
+
+    settings = LoopSettings(epochs=tc.epochs, steps_per_epoch=len(sampler), poly_power=tc.poly_power,
+                            amp=tc.amp, log_every=tc.log_every, max_steps=tc.max_steps)
+    weights = train(model, optimizer, batches, step, settings, out_dir, device=device, resume=resume)
+    log.info("train-cam: weights written to %s", weights)
+    return weights
+
+
+main = run

@@ -1,0 +1,53 @@
+"""Pictures for people: CAM heat maps, label maps in the VOC colours, side-by-side panels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .io import atomic_path, voc_palette  # noqa: E402
+
+PANEL_INCHES = 2.4
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """(H, W) label map -> (H, W, 3) uint8 in the VOC colours (255 = ignore, light grey)."""
+    palette = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
+    return palette[np.asarray(labels, dtype=np.uint8)]
+
+
+def save_panels(path: str | Path, panels: Sequence[tuple[str, np.ndarray, str | None]], columns: int | None = None) -> Path:
+    """A row (or grid) of titled pictures as one PNG, written atomically.
+
+    ``panels``: (title, array, cmap) with array (H, W, 3) uint8 or (H, W) float in [0, 1]
+    drawn with ``cmap`` (e.g. "jet" for CAMs).
+    """
+    n = len(panels)
+    cols = columns or n
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(PANEL_INCHES * cols, PANEL_INCHES * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, arr, cmap) in zip(axes.flat, panels):
+        if cmap is None:
+            ax.imshow(arr)
+        else:
+            ax.imshow(arr, cmap=cmap, vmin=0.0, vmax=1.0)
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    return Path(path)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a [0, 1] heat map (jet colours) over an (H, W, 3) uint8 image."""
+    colours = (plt.get_cmap("jet")(np.clip(heat, 0, 1))[..., :3] * 255).astype(np.float32)
+    return (image.astype(np.float32) * (1 - alpha) + colours * alpha).astype(np.uint8)

@@ -1,0 +1,98 @@
+"""The classifier: the baseline is exactly the plain CAM net; RPNet's branches follow eq. 3-11."""
+
+import pytest
+import torch
+
+from rpnet.losses import classifier_loss
+from rpnet.models.backbones import build_backbone
+from rpnet.models.rpnet import PrototypeSettings, RPNetClassifier
+
+
+def make(prototypes, seed=0, **kw):
+    torch.manual_seed(seed)
+    backbone = build_backbone("resnet18", output_stride=16)
+    settings = PrototypeSettings(**kw) if prototypes else None
+    return RPNetClassifier(backbone, num_classes=3, prototypes=settings)
+
+
+def test_baseline_is_exactly_the_plain_cam_classifier():
+    model = make(False).eval()
+    x = torch.randn(2, 3, 64, 64)
+    out = model(x)
+    assert out.logits_enhanced is None and out.features_enhanced is None
+    f4 = model.backbone(x).block4  # the backbone's own forward, no RPNet code involved
+    w = model.classifier.weight  # (3, 512, 1, 1), bias-free
+    expected_logits = f4.mean(dim=(2, 3)) @ w.flatten(1).T
+    torch.testing.assert_close(out.logits, expected_logits)
+    expected_cams = torch.relu(torch.einsum("bdhw,cd->bchw", f4, w.flatten(1)))
+    torch.testing.assert_close(model.cams(out.features), expected_cams)
+    assert [n for n, _ in model.named_children()] == ["backbone", "classifier", "embeddings"]
+    assert len(model.embeddings) == 0
+
+
+def test_rpnet_original_branch_equals_baseline_with_the_same_weights():
+    base, rp = make(False).eval(), make(True).eval()
+    rp.backbone.load_state_dict(base.backbone.state_dict())
+    rp.classifier.load_state_dict(base.classifier.state_dict())
+    x = torch.randn(4, 3, 64, 64)
+    torch.testing.assert_close(rp(x).logits, base(x).logits)
+    torch.testing.assert_close(rp(x).features, base(x).features)
+
+
+def test_enhanced_features_are_weighted_copies_of_f_n():
+    model = make(True, sigma=None).eval()
+    out = model(torch.randn(4, 3, 64, 64))
+    assert out.foreground.shape == (4, 1, 4, 4)
+    assert out.foreground.min() >= 0 and out.foreground.max() <= 1 + 1e-6  # clipped cosine
+    w = out.foreground / out.foreground.amax(dim=(2, 3), keepdim=True)
+    torch.testing.assert_close(out.features_enhanced, w * out.features, rtol=1e-4, atol=1e-5)  # eq. 10
+
+
+@pytest.mark.parametrize("levels", [("block2",), ("block3",), ("block4",), ("block2", "block4"), ("block2", "block3", "block4")])
+@pytest.mark.parametrize("compare", ["last_level", "same_level"])
+def test_every_level_subset_and_comparison_mode_runs(levels, compare):
+    model = make(True, levels=levels, compare=compare).train()
+    out = model(torch.randn(4, 3, 64, 64))
+    assert torch.isfinite(out.logits_enhanced).all()
+    expected = set(levels) | ({"block4"} if compare == "last_level" else set())
+    assert set(model.embeddings) == expected
+
+
+def test_new_parameters_are_classifier_and_embeddings_and_block2_is_detached():
+    model = make(True).train()
+    backbone, new = model.parameter_groups()
+    assert {id(p) for p in new} == {id(p) for p in [*model.classifier.parameters(), *model.embeddings.parameters()]}
+    x = torch.randn(4, 3, 64, 64)
+    out = model(x)
+    loss = classifier_loss(out, torch.tensor([[1.0, 0, 0], [1, 0, 0], [0, 1, 1], [0, 1, 0]]), model.classifier.weight)
+    loss.total.backward()
+    assert model.backbone.layer1[0].conv1.weight.grad is None  # IRN: no gradient into block1-2
+    assert model.backbone.layer2[0].conv1.weight.grad is None
+    assert model.backbone.layer3[0].conv1.weight.grad.abs().sum() > 0
+    assert model.embeddings["block4"].weight.grad.abs().sum() > 0  # trained through L_c via eq. 7-10
+
+
+def test_block2_embedding_is_trained_when_its_prototypes_are_compared():
+    # eq. 8's max passes gradient only to the winning prototype; with block2 as the only
+    # prototype level every comparison goes through block2's embedding.
+    model = make(True, levels=("block2",)).train()
+    out = model(torch.randn(4, 3, 64, 64))
+    out.logits_enhanced.sum().backward()
+    assert model.embeddings["block2"].weight.grad.abs().sum() > 0
+
+
+def test_group_size_must_divide_the_batch():
+    model = make(True, group_size=2)
+    with pytest.raises(ValueError, match="groups of 2"):
+        model(torch.randn(3, 3, 64, 64))
+    assert model.eval()(torch.randn(3, 3, 64, 64), group_size=1).logits_enhanced.shape == (3, 3)
+
+
+def test_images_only_see_their_own_group():
+    model = make(True, sigma=None).eval()
+    x = torch.randn(4, 3, 64, 64)
+    a = model(x).foreground
+    x2 = x.clone()
+    x2[2:] = torch.randn(2, 3, 64, 64)  # change the second group only
+    b = model(x2).foreground
+    torch.testing.assert_close(a[:2], b[:2])
