@@ -18,9 +18,9 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ..io import append_jsonl
+from .progress import progress_bar
 from .checkpoint import Progress, load_checkpoint, save_checkpoint, save_model_weights
 from .schedule import set_poly_lr
 
@@ -89,8 +89,7 @@ def train(
     fp16_scaler = None
     if settings.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         fp16_scaler = torch.amp.GradScaler("cuda")
-    bar = tqdm(total=total, initial=progress.step, disable=not (is_main and settings.show_progress),
-               desc=out_dir.name, unit="step", dynamic_ncols=True)
+    bar = progress_bar(total, out_dir.name, "step", initial=progress.step, enabled=is_main and settings.show_progress)
     model.train()
     try:
         while progress.step < total and progress.epoch < settings.epochs:

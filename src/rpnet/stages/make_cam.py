@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from ..config import Config, save_config
 from ..data.build import build_dataset
 from ..data.transforms import eval_transform
 from ..engine.checkpoint import load_model_weights
+from ..engine.progress import progress_bar
 from ..io import save_npz
 from ..models.rpnet import RPNetClassifier
 from ..ops.cam import max_normalize
@@ -101,7 +101,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     todo = [i for i, rec in enumerate(dataset.records) if not (out / f"{rec.id}.npz").exists()]
     log.info("make-cam: %d of %d images to do (%d done before)", len(todo), len(dataset), len(dataset) - len(todo))
     loader = DataLoader(Subset(dataset, todo), batch_size=None, num_workers=cfg.data.num_workers)
-    bar = tqdm(total=len(todo), desc="make-cam", unit="img", dynamic_ncols=True)
+    bar = progress_bar(len(todo), "make-cam", "img")
 
     def flush(samples: list[dict]) -> None:
         images = torch.stack([s["image"] for s in samples]).to(device)

@@ -1,0 +1,76 @@
+"""The loop: an interrupted and resumed run ends where an uninterrupted one does."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rpnet.engine.trainer import CHECKPOINT_NAME, LOG_NAME, WEIGHTS_NAME, LoopSettings, train
+from rpnet.io import read_jsonl
+
+EPOCHS, STEPS = 3, 4
+
+
+def data(epoch: int, skip: int):
+    gen = torch.Generator().manual_seed(100 + epoch)
+    xs = torch.randn(STEPS, 4, 3, generator=gen)
+    for x in xs[skip:]:
+        yield {"x": x, "id": ["a"] * 4}
+
+
+def setup(seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Dropout(0.5), torch.nn.Linear(5, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    return model, opt
+
+
+def step_fn(model):
+    return lambda b: {"loss": model(b["x"]).pow(2).mean()}
+
+
+def run(tmp, interrupt_at=None, resume=False, seed=0):
+    model, opt = setup(seed)
+    calls = {"n": 0}
+
+    def step(b):
+        calls["n"] += 1
+        if interrupt_at is not None and calls["n"] == interrupt_at:
+            raise KeyboardInterrupt
+        return step_fn(model)(b)
+
+    settings = LoopSettings(epochs=EPOCHS, steps_per_epoch=STEPS, log_every=1, show_progress=False)
+    return train(model, opt, data, step, settings, tmp, device=torch.device("cpu"), resume=resume)
+
+
+def test_same_seed_same_weights(tmp_path):
+    a = load_file(str(run(tmp_path / "a")))
+    b = load_file(str(run(tmp_path / "b")))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_interrupt_then_resume_matches_uninterrupted(tmp_path):
+    full = load_file(str(run(tmp_path / "full")))
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", interrupt_at=7)  # in epoch 1, after 6 finished steps
+    assert (tmp_path / "cut" / CHECKPOINT_NAME).exists()
+    assert not (tmp_path / "cut" / WEIGHTS_NAME).exists()
+    resumed = load_file(str(run(tmp_path / "cut", resume=True, seed=123)))  # seed irrelevant: state restored
+    for k in full:
+        torch.testing.assert_close(resumed[k], full[k], rtol=0, atol=1e-6)
+    steps = [r["step"] for r in read_jsonl(tmp_path / "cut" / LOG_NAME)]
+    assert steps == list(range(1, EPOCHS * STEPS + 1))  # no step logged twice or skipped
+
+
+def test_log_has_loss_lr_and_speed(tmp_path):
+    run(tmp_path)
+    rec = read_jsonl(tmp_path / LOG_NAME)[-1]
+    assert {"epoch", "step", "lr", "images_per_s", "loss"} <= set(rec)
+    assert rec["step"] == EPOCHS * STEPS and rec["lr"] < 0.1 * (1 / STEPS)  # poly decayed to the end
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+    model, opt = setup()
+    settings = LoopSettings(epochs=1, steps_per_epoch=STEPS, show_progress=False)
+    with pytest.raises(FloatingPointError, match="loss became nan"):
+        train(model, opt, data, lambda b: {"loss": torch.tensor(float("nan"))}, settings, tmp_path,
+              device=torch.device("cpu"))

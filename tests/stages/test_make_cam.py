@@ -1,0 +1,65 @@
+import math
+
+import numpy as np
+import torch
+
+from rpnet.io import load_npz, save_npz
+from rpnet.stages import make_cam, train_cam
+from rpnet.stages.make_cam import multiscale_cams
+
+
+def test_cam_files_per_image_shapes_and_normalisation(tiny_cfg, tiny_voc):
+    cfg = tiny_cfg("train_cam.max_steps=2")
+    train_cam.run(cfg)
+    out = make_cam.run(cfg)
+    files = sorted(out.glob("*.npz"))
+    assert len(files) == 8
+    for f in files:
+        d = load_npz(f)
+        k = len(d["keys"])
+        assert k >= 1 and d["cam"].shape == (k, math.ceil(64 / 4), math.ceil(64 / 4))
+        assert d["high_res"].shape == (k, 64, 64) and d["high_res"].dtype == np.float16
+        peaks = d["high_res"].reshape(k, -1).max(1).astype(np.float32)
+        assert np.all((peaks > 0.99) | (peaks == 0))  # each class divided by its max
+    ids = (tiny_voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    assert sorted(f.stem for f in files) == sorted(ids)
+
+
+def test_rerun_skips_finished_images(tiny_cfg):
+    cfg = tiny_cfg("train_cam.max_steps=1")
+    train_cam.run(cfg)
+    out = make_cam.cam_dir(cfg.work_dir)
+    done = out / "synth_000000.npz"
+    save_npz(done, keys=np.array([0]), cam=np.zeros((1, 16, 16), np.float16), high_res=np.zeros((1, 64, 64), np.float16))
+    make_cam.run(cfg)
+    assert load_npz(done)["high_res"].max() == 0  # the finished file was left alone
+    assert len(list(out.glob("*.npz"))) == 8
+    assert not list(out.glob(".*tmp*"))  # no temp files left behind
+
+
+class Linear:
+    """A stand-in model whose CAM is the image's first channel: checks scales and flips."""
+
+    num_classes = 1
+
+    class backbone:
+        output_stride = 4
+
+    @staticmethod
+    def block_features(x):
+        return {"block4": torch.nn.functional.avg_pool2d(x[:, :1], 4)}
+
+    @staticmethod
+    def cams(f):
+        return f
+
+
+def test_flip_is_mirrored_back_and_scales_are_summed():
+    x = torch.zeros(1, 3, 16, 16)
+    x[..., :, :8] = 1.0  # left half bright
+    strided, high = multiscale_cams(Linear, x, scales=(1.0,), flip=True)
+    # image + its mirror, mirrored back: twice the left half, no right half
+    assert torch.allclose(high[0, 0, :, :4], torch.full((16, 4), 2.0))
+    assert torch.allclose(high[0, 0, :, 12:], torch.zeros(16, 4))
+    _, two = multiscale_cams(Linear, x, scales=(1.0, 0.5), flip=False)
+    assert torch.allclose(two[0, 0, :, :4], torch.full((16, 4), 2.0))  # each scale adds its map
