@@ -22,12 +22,20 @@ STAGES: dict[str, str] = {
     "train-cam": "rpnet.stages.train_cam",
     "make-cam": "rpnet.stages.make_cam",
     "eval-cam": "rpnet.stages.eval_cam",
+    "make-ir-label": "rpnet.stages.make_ir_label",
+    "train-irn": "rpnet.stages.train_irn",
+    "make-pseudo": "rpnet.stages.make_pseudo",
+    "eval-pseudo": "rpnet.stages.eval_pseudo",
 }
 
 STAGE_HELP = {
     "train-cam": "stage 1: train the classifier (RPNet, or the plain-CAM baseline)",
     "make-cam": "stage 2: multi-scale CAMs for every training image",
     "eval-cam": "stage 3: CAM mIoU and the best background threshold",
+    "make-ir-label": "stage 4: confident foreground/background labels from CAMs (dense CRF)",
+    "train-irn": "stage 5: train the inter-pixel relation network (boundaries, displacements)",
+    "make-pseudo": "stage 6: pseudo masks by random walk on the IRN boundary map",
+    "eval-pseudo": "stage 7: pseudo-mask mIoU",
 }
 
 log = logging.getLogger("rpnet")
@@ -68,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in STAGES:
         _add_stage_parser(sub, name)
+
+    demo = sub.add_parser("demo", help="the whole pipeline on synthetic data, baseline vs RPNet, on CPU",
+                          description="Generate the synthetic dataset and run every stage for the baseline and RPNet.")
+    demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
+    demo.set_defaults(command="demo")
     return parser
 
 
@@ -104,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_synth(args)
         elif args.command == "stage":
             _run_stage(args)
+        elif args.command == "demo":
+            from .demo import run_demo
+
+            run_demo(args.out)
     except RpnetError as exc:
         print(f"rpnet: error: {exc}", file=sys.stderr)
         return 1

@@ -55,6 +55,7 @@ class ModelConfig:
     prototype_levels: tuple[str, ...] = ("block2", "block4")  # Table IV
     group_size: int = 2  # K images per group sharing a class (Table VII)
     alpha: float = 0.3  # eq. 6 confidence threshold, a fraction of the peak activation
+    activation_norm: Literal["channel", "global"] = "channel"  # eq. 3: per-channel max (METHOD.md) or the map's
     beta: float = 0.5  # eq. 6 Bernoulli keep probability (Table V)
     sigma: float = 3.0  # eq. 9 Gaussian sigma in block4 cells
     gaussian: bool = True  # Table VI: the filter on or off
@@ -122,6 +123,54 @@ class EvalCamConfig:
 
 
 @dataclass(frozen=True)
+class IrLabelConfig:
+    """Stage 4: confident foreground / background / ignore labels from CAMs, CRF-smoothed."""
+
+    fg_threshold: float = 0.30  # background score when finding confident foreground
+    bg_threshold: float = 0.05  # background score when finding confident background
+    workers: int = 2  # parallel worker processes (the dense CRF runs on the CPU)
+    split: str | None = None  # None: data.train_split
+
+
+@dataclass(frozen=True)
+class TrainIrnConfig:
+    """Stage 5: the inter-pixel relation network (METHOD.md: 3 epochs, batch 32, lr 0.1, crop 512)."""
+
+    backbone_init: Literal["auto", "pretrained", "classifier"] = "auto"  # auto: ImageNet if given, else stage 1's
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 0.1
+    weight_decay: float = 1e-4
+    momentum: float = 1e-4  # IRN's optimizer quirk, as for the classifier
+    poly_power: float = 0.9
+    crop_size: int = 512
+    scale_range: tuple[float, float] = (0.5, 1.5)
+    path_radius: int = 10
+    amp: bool = True
+    log_every: int = 10
+    max_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class PseudoConfig:
+    """Stage 6: boundary map -> transition matrix -> random walk -> pseudo masks."""
+
+    beta: float = 10.0
+    radius: int = 5
+    steps: int = 256  # 2^8
+    bg_threshold: float = 0.25
+    split: str | None = None  # None: data.train_split
+
+
+@dataclass(frozen=True)
+class EvalPseudoConfig:
+    """Stage 7: pseudo-mask mIoU against the ground truth."""
+
+    split: str | None = None  # None: data.train_split
+    num_pictures: int = 8
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole experiment: one work dir, one seed, one section per stage."""
 
@@ -133,6 +182,10 @@ class Config:
     train_cam: TrainCamConfig = field(default_factory=TrainCamConfig)
     make_cam: MakeCamConfig = field(default_factory=MakeCamConfig)
     eval_cam: EvalCamConfig = field(default_factory=EvalCamConfig)
+    ir_label: IrLabelConfig = field(default_factory=IrLabelConfig)
+    train_irn: TrainIrnConfig = field(default_factory=TrainIrnConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    eval_pseudo: EvalPseudoConfig = field(default_factory=EvalPseudoConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -313,6 +366,10 @@ __all__ = [
     "TrainCamConfig",
     "MakeCamConfig",
     "EvalCamConfig",
+    "IrLabelConfig",
+    "TrainIrnConfig",
+    "PseudoConfig",
+    "EvalPseudoConfig",
     "PROTOTYPE_LEVELS",
     "load_config",
     "parse_override",

@@ -127,3 +127,11 @@ def test_enhancement_weights_are_max_normalised_then_smoothed():
     w = P.enhancement_weights(f, sigma=None, eps=0.0)
     torch.testing.assert_close(w, torch.tensor([[[[0.5, 1.0], [0.25, 0.0]]]]))
     assert P.enhancement_weights(torch.zeros(1, 1, 3, 3), sigma=3.0).abs().sum() == 0
+
+
+def test_global_normalisation_divides_by_the_single_peak():
+    f = torch.tensor([[[[1.0, 2.0]], [[4.0, -1.0]]]])  # (1, 2, 1, 2), peak 4
+    a = P.normalized_activation(f, per_channel=False, eps=0.0)
+    torch.testing.assert_close(a, torch.tensor([[[[0.25, 0.5]], [[1.0, 0.0]]]]))
+    # the confidence (eq. 4) is then a fraction of the image's peak: 0.5 < alpha=0.6 at the right position
+    assert P.prototype_mask(P.confidence_map(a), 0.6, None).flatten().tolist() == [1.0, 0.0]

@@ -17,7 +17,9 @@ methods trained from image-level tags:
    CAM covers the head only, the "partial activation" of real CAMs. The body is
    still consistent within a class (the same hue and a faint texture at a
    class-specific angle, :data:`BODY_TEXTURE_AMPLITUDE`), which is what
-   cross-image region mining (RPNet's prototypes) can exploit to recover it.
+   cross-image region mining (RPNet's prototypes) can exploit to recover it. A minority
+   of instances (:data:`STRONG_BODY_PROB`) carry the stripes strongly, like the photos
+   in which a whole animal is distinctive: the regions a prototype can carry over.
 2. **Classes co-occur with their own background.** Each class has a context
    texture (boat-water, plane-sky, car-road ...). An image that holds class c gets
    c's context over a large band of its background with probability
@@ -114,11 +116,16 @@ BODY_HUE_JITTER = 5.0  # degrees, per instance
 BODY_SATURATION = (0.28, 0.42)
 BODY_VALUE = (0.45, 0.65)
 BODY_TEXTURE_AMPLITUDE = 0.08  # faint class-specific stripes, relative brightness
+# Some instances show their body plainly (strong stripes): as in real photos, where a whole
+# object is sometimes distinctive, these are the images whose body regions a cross-image
+# method can carry over to the many images where only the head stands out.
+STRONG_BODY_PROB = 0.35
+STRONG_BODY_TEXTURE_AMPLITUDE = 0.30
 BODY_TEXTURE_CYCLES = 3.0  # stripes across one semi-major axis
 BODY_NOISE = 0.05  # per-pixel brightness noise (std)
 
 # --- backgrounds ----------------------------------------------------------------
-CONTEXT_PROB = 0.7  # an image shows the context of one of its classes
+CONTEXT_PROB = 0.5  # an image shows the context of one of its classes
 STRAY_CONTEXT_PROB = 0.12  # otherwise, the context of a class that is absent
 CONTEXT_EXTENT = (0.5, 1.0)  # of the image height, from the context's side
 CONTEXT_EDGE_WOBBLE = 0.06  # of the image side: the band's edge is not a straight line
@@ -439,7 +446,8 @@ def _place_object(rng: np.random.Generator, size: int, style: ClassStyle) -> _Ge
     base = _hsv(hue, rng.uniform(*BODY_SATURATION), rng.uniform(*BODY_VALUE))
     tex_angle = np.deg2rad(style.body_texture_angle)
     stripes = np.sin(2 * np.pi * BODY_TEXTURE_CYCLES * (un * np.cos(tex_angle) + vn * np.sin(tex_angle) * b / a))
-    brightness = (1.0 - PART_SHADING * np.minimum(rho, 1.0) ** 2 + BODY_TEXTURE_AMPLITUDE * stripes
+    amplitude = STRONG_BODY_TEXTURE_AMPLITUDE if rng.random() < STRONG_BODY_PROB else BODY_TEXTURE_AMPLITUDE
+    brightness = (1.0 - PART_SHADING * np.minimum(rho, 1.0) ** 2 + amplitude * stripes
                   + BODY_NOISE * rng.standard_normal((size, size)))
     colour = base * brightness[..., None]
 

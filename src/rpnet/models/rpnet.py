@@ -33,10 +33,13 @@ class PrototypeSettings:
     sigma: float | None = 3.0  # eq. 9; None switches the Gaussian filter off (Table VI)
     embed_dim: int = 256  # eq. 3's D
     compare: str = "last_level"  # eq. 7: prototypes vs O_N ("last_level") or vs their own level
+    activation_norm: str = "channel"  # eq. 3: divide by each channel's max ("channel") or the map's ("global")
 
     def __post_init__(self) -> None:
         if self.compare not in ("last_level", "same_level"):
             raise ValueError(f"compare must be 'last_level' or 'same_level', got {self.compare!r}")
+        if self.activation_norm not in ("channel", "global"):
+            raise ValueError(f"activation_norm must be 'channel' or 'global', got {self.activation_norm!r}")
 
 
 class ClassifierOutput(NamedTuple):
@@ -103,7 +106,7 @@ class RPNetClassifier(nn.Module):
 
     def _embed(self, level: str, feat: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """Eq. 3-4 at one level: embedding O_n and confidence O'_n, both at block4's size."""
-        norm_act = P.normalized_activation(feat)
+        norm_act = P.normalized_activation(feat, per_channel=self.settings.activation_norm == "channel")
         if norm_act.shape[-2:] != size:
             norm_act = F.interpolate(norm_act, size=size, mode="bilinear", align_corners=False)
         return self.embeddings[level](norm_act), P.confidence_map(norm_act)

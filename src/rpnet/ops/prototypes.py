@@ -16,13 +16,18 @@ from torch import Tensor
 EPS = 1e-5  # keeps divisions by a spatial max or a mask area finite
 
 
-def normalized_activation(feat: Tensor, eps: float = EPS) -> Tensor:
-    """Eq. 3, inner part: A = relu(f) / (max_{x,y} relu(f) + eps), per image and channel.
+def normalized_activation(feat: Tensor, per_channel: bool = True, eps: float = EPS) -> Tensor:
+    """Eq. 3, inner part: A = relu(f) / (max relu(f) + eps), per image.
 
-    feat (B, C, H, W) -> (B, C, H, W) in [0, 1).
+    ``per_channel`` (METHOD.md's default reading) divides each channel by its own spatial max;
+    otherwise the whole map is divided by its single largest activation (eq. 3's ``max f_n(x, y)``
+    read as one maximum over positions and channels). With hundreds of channels the per-channel
+    reading puts some channel near its own peak at almost every position, so eq. 4-6's mask
+    covers nearly everything; the global reading keeps eq. 6's threshold a fraction of the image's
+    peak activation. feat (B, C, H, W) -> (B, C, H, W) in [0, 1).
     """
     act = F.relu(feat)
-    peak = act.amax(dim=(2, 3), keepdim=True)
+    peak = act.amax(dim=(2, 3) if per_channel else (1, 2, 3), keepdim=True)
     return act / (peak + eps)
 
 

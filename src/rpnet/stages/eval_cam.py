@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Config, save_config
+from .common import stage_dir
+from ..config import Config
 from ..data.build import build_dataset
 from ..errors import DataError, RpnetError
 from ..io import load_npz, update_metrics, write_json
@@ -42,9 +43,7 @@ def picture_indices(n: int, count: int) -> list[int]:
 
 def run(cfg: Config, *, resume: bool = False) -> dict:
     """Score the CAMs of ``eval_cam.split`` (default: the train split); return the metrics added."""
-    out_dir = Path(cfg.work_dir) / STAGE_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out_dir / "config.yaml")
+    out_dir = stage_dir(cfg, STAGE_DIR)
     split = cfg.eval_cam.split or cfg.data.train_split
     dataset = build_dataset(cfg.data, split)
     if not dataset.has_masks:

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
-from ..config import Config, save_config
+from .common import stage_dir
+from ..config import Config
 from ..data.build import build_dataset
 from ..data.transforms import eval_transform
 from ..engine.checkpoint import load_model_weights
@@ -87,8 +88,8 @@ def model_cams(model: RPNetClassifier, x: Tensor, enhanced: bool) -> Tensor:
 def run(cfg: Config, *, resume: bool = False) -> Path:
     """Write one CAM file per image of the split; return the folder."""
     out = cam_dir(cfg.work_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out.parent / "config.yaml")
+    stage_dir(cfg, STAGE_DIR)
+    out.mkdir(exist_ok=True)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     split = cfg.make_cam.split or cfg.data.train_split

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import Config, ModelConfig, save_config
+from .common import stage_dir
+from ..config import Config, ModelConfig
 from ..data.build import build_dataset
 from ..data.sampling import GroupBatchSampler
 from ..data.transforms import collate, train_transform
@@ -48,15 +49,14 @@ def build_classifier(model: ModelConfig, num_classes: int, *, load_pretrained: b
         settings = PrototypeSettings(
             levels=model.prototype_levels, group_size=model.group_size, alpha=model.alpha, beta=model.beta,
             sigma=model.sigma if model.gaussian else None, embed_dim=model.embed_dim, compare=model.compare,
+            activation_norm=model.activation_norm,
         )
     return RPNetClassifier(backbone, num_classes, settings, detach_block2=model.detach_block2)
 
 
 def run(cfg: Config, *, resume: bool = False) -> Path:
     """Train and return the path of the final weights."""
-    out_dir = Path(cfg.work_dir) / STAGE_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out_dir / "config.yaml")
+    out_dir = stage_dir(cfg, STAGE_DIR)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     tc = cfg.train_cam

@@ -1,0 +1,91 @@
+"""Stage 7: score the pseudo masks against ground-truth masks (METHOD.md stage 7).
+
+Adds ``pseudo_miou`` (percent) and ``pseudo_per_class`` to ``WORK_DIR/metrics.json`` and
+writes example pictures to ``WORK_DIR/eval_pseudo/pictures/``: the image, the CAM mask (at
+eval-cam's best background threshold when metrics.json has one, else ``eval_cam.threshold``),
+the boundary map, the pseudo mask and the ground truth. The CAM and boundary panels are left
+out for an image whose CAM or boundary file is not there (masks copied in from elsewhere).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .common import stage_dir
+from ..config import Config
+from ..data.build import build_dataset
+from ..errors import DataError, RpnetError
+from ..io import load_mask, load_npz, read_json, update_metrics
+from ..metrics import ConfusionMatrix, format_iou_table, per_class_iou
+from ..ops.cam import cams_to_labels
+from ..viz import colorize, save_panels
+from .eval_cam import picture_indices
+from .make_cam import cam_dir
+from .make_pseudo import boundary_dir, load_boundary, mask_dir
+
+log = logging.getLogger(__name__)
+
+STAGE_DIR = "eval_pseudo"
+
+
+def cam_threshold(cfg: Config) -> float:
+    """eval-cam's best background threshold from metrics.json, else ``eval_cam.threshold``."""
+    path = Path(cfg.work_dir) / "metrics.json"
+    metrics = read_json(path) if path.exists() else {}
+    return float(metrics.get("cam_threshold", cfg.eval_cam.threshold))
+
+
+def save_picture(path: Path, cfg: Config, image_id: str, image: np.ndarray, pseudo: np.ndarray, gt: np.ndarray,
+                 threshold: float) -> Path:
+    """One row of panels: image, CAM mask, boundary map, pseudo mask, ground truth."""
+    panels = [("image", image, None)]
+    cam_path = cam_dir(cfg.work_dir) / f"{image_id}.npz"
+    if cam_path.exists():
+        cam = load_npz(cam_path)
+        labels = cams_to_labels(cam["high_res"].astype(np.float32), cam["keys"], threshold)
+        panels.append((f"CAM mask (t={threshold:g})", colorize(labels), None))
+    edge_path = boundary_dir(cfg.work_dir) / f"{image_id}.png"
+    if edge_path.exists():
+        panels.append(("boundary", load_boundary(edge_path), "gray"))
+    panels += [("pseudo mask", colorize(pseudo), None), ("ground truth", colorize(gt), None)]
+    return save_panels(path, panels)
+
+
+def run(cfg: Config, *, resume: bool = False) -> dict:
+    """Score the pseudo masks of ``eval_pseudo.split`` (default: the train split); return the metrics added."""
+    out_dir = stage_dir(cfg, STAGE_DIR)
+    split = cfg.eval_pseudo.split or cfg.data.train_split
+    dataset = build_dataset(cfg.data, split)
+    if not dataset.has_masks:
+        raise DataError(f"split {split!r} of {cfg.data.root} has no masks to score pseudo masks against")
+    masks = mask_dir(cfg.work_dir)
+    missing = [r.id for r in dataset.records if not (masks / f"{r.id}.png").exists()]
+    if missing:
+        raise RpnetError(f"{len(missing)} of {len(dataset)} pseudo masks are missing from {masks} "
+                         f"(e.g. {missing[0]}): run make-pseudo first")
+    threshold = cam_threshold(cfg)
+    matrix = ConfusionMatrix(dataset.num_classes + 1)
+    pictures = set(picture_indices(len(dataset), cfg.eval_pseudo.num_pictures))
+    for i, record in enumerate(dataset.records):
+        path = masks / f"{record.id}.png"
+        pseudo = load_mask(path)
+        sample = dataset[i]
+        gt = sample["mask"]
+        if pseudo.shape != gt.shape:
+            raise RpnetError(f"{path}: pseudo mask of size {pseudo.shape} but the ground truth is {gt.shape}")
+        matrix.update(gt, pseudo)
+        if i in pictures:
+            save_picture(out_dir / "pictures" / f"{record.id}.png", cfg, record.id, sample["image"], pseudo, gt,
+                         threshold)
+    miou = matrix.miou() * 100
+    per_class = per_class_iou(matrix, dataset.class_names)
+    metrics = {"pseudo_miou": round(miou, 2), "pseudo_per_class": per_class}
+    update_metrics(cfg.work_dir, **metrics)
+    print(format_iou_table(per_class, miou, f"pseudo masks on {split} ({len(dataset)} images)"))
+    return metrics
+
+
+main = run

@@ -1,0 +1,188 @@
+"""Stage 5: train the inter-pixel relation network (METHOD.md stage 5, IRN's train_irn).
+
+IRNet's two branches learn on a frozen backbone from stage 4's confident labels: pairs of
+pixels less than ``train_irn.path_radius`` apart (at stride 4) with the same label should have
+no class boundary between them and pairs with different labels should; same-class pairs also
+supervise the displacement field (:func:`rpnet.irn_losses.irn_loss`). Unsure pixels (255) and
+crop padding take part in no pair.
+
+The backbone (``train_irn.backbone_init``): ``pretrained`` loads ``model.pretrained`` (ImageNet),
+``classifier`` takes the backbone of stage 1's ``WORK_DIR/train_cam/model.safetensors``, and
+``auto`` picks ImageNet when ``model.pretrained`` is set, else the classifier.
+
+Writes ``WORK_DIR/train_irn/``: ``model.safetensors`` (final weights, with the displacement
+mean set), ``last.pt`` (resumable checkpoint), ``log.jsonl`` and ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .common import stage_dir
+from ..config import Config, ModelConfig
+from ..data.dataset import TaggedImages
+from ..data.transforms import collate, eval_transform, seg_train_transform
+from ..engine.checkpoint import save_model_weights
+from ..engine.progress import progress_bar
+from ..engine.schedule import sgd_param_groups
+from ..engine.trainer import LoopSettings, WEIGHTS_NAME, train
+from ..errors import ConfigError, RpnetError
+from ..irn_losses import irn_loss
+from ..models.backbones import build_backbone
+from ..models.irn import IRN_STRIDE, IRNet
+from ..models.weights import check_state_dict, load_backbone_weights, read_weights
+from ..ops.affinity import affinity_labels, downsample_labels, path_index
+from ..runtime import resolve_device, seed_everything
+from .make_ir_label import ir_label_dataset, label_dir
+from .train_cam import STAGE_DIR as TRAIN_CAM_DIR
+
+log = logging.getLogger(__name__)
+
+STAGE_DIR = "train_irn"
+DISPLACEMENT_LR_MULT = 10.0  # IRN trains the displacement branch at 10x the boundary branch's lr
+CLASSIFIER_BACKBONE_PREFIX = "backbone."  # the backbone's keys in stage 1's weights
+
+
+def build_irn(model: ModelConfig) -> IRNet:
+    """An IRNet with a frozen, randomly initialised backbone of ``model.backbone``.
+
+    The backbone is frozen and always in eval mode, so batch norm uses running statistics
+    throughout (IRN's FixedBatchNorm); the state-dict keys are those of ordinary batch norm.
+    """
+    backbone = build_backbone(model.backbone, output_stride=model.output_stride, norm="frozen", freeze_stem=True)
+    return IRNet(backbone, freeze_backbone=True)
+
+
+def init_backbone(net: IRNet, cfg: Config) -> str:
+    """Load the backbone weights ``train_irn.backbone_init`` asks for; return where they came from."""
+    init = cfg.train_irn.backbone_init
+    if init == "auto":
+        init = "pretrained" if cfg.model.pretrained is not None else "classifier"
+    if init == "pretrained":
+        if cfg.model.pretrained is None:
+            raise ConfigError("train_irn.backbone_init is 'pretrained' but model.pretrained is null; "
+                              "set model.pretrained or use backbone_init 'classifier' or 'auto'")
+        source = Path(cfg.model.pretrained)
+        load_backbone_weights(net.backbone, source)
+        return f"ImageNet weights {source}"
+    source = Path(cfg.work_dir) / TRAIN_CAM_DIR / WEIGHTS_NAME
+    if not source.is_file():
+        raise RpnetError(f"no classifier weights at {source} to start IRN's backbone from: run train-cam first "
+                         "(or set model.pretrained)")
+    state = {k.removeprefix(CLASSIFIER_BACKBONE_PREFIX): v for k, v in read_weights(source).items()
+             if k.startswith(CLASSIFIER_BACKBONE_PREFIX)}
+    problems = check_state_dict(net.backbone, state)
+    if problems:
+        raise ConfigError(f"{source}: the classifier's backbone does not fit a {cfg.model.backbone} at output "
+                          f"stride {cfg.model.output_stride} (set model.* as in stage 1); " + "; ".join(problems))
+    net.backbone.load_state_dict(state, strict=False)  # check_state_dict has refused every real difference
+    return f"the classifier {source}"
+
+
+def labelled_dataset(cfg: Config) -> TaggedImages:
+    """The training images with their confident labels as masks, augmented with
+    ``seg_train_transform`` (scale jitter, flip, crop padded with 255)."""
+    images = ir_label_dataset(cfg)
+    labels = label_dir(cfg.work_dir)
+    records = [dataclasses.replace(r, mask=labels / f"{r.id}.png") for r in images.records]
+    missing = [r.mask for r in records if not r.mask.is_file()]
+    if missing:
+        raise RpnetError(f"{len(missing)} confident labels are missing (e.g. {missing[0]}): run make-ir-label first")
+    tc = cfg.train_irn
+    return TaggedImages(records, images.class_names, transform=seg_train_transform(tc.crop_size, tc.scale_range),
+                        seed=cfg.seed)
+
+
+def epoch_batches(num_images: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """A seeded shuffle of the images cut into full batches (the last partial one dropped)."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_images)
+    return [order[i:i + batch_size].tolist() for i in range(0, num_images - batch_size + 1, batch_size)]
+
+
+@torch.no_grad()
+def displacement_mean(net: IRNet, images: TaggedImages, crop_size: int, batch_size: int,
+                      device: torch.device, num_workers: int = 0) -> torch.Tensor:
+    """IRN's MeanShift statistic: the mean (dy, dx) of the field over ``images`` -> (2,).
+
+    ``images`` gives normalised (3, H, W) tensors (``eval_transform``). As IRN, the net runs in
+    eval mode with the mean still zero, on each image's top-left ``crop_size`` crop, zero-padded
+    (the ImageNet mean after normalisation) where the image is smaller. Stage 6's semantic
+    pseudo labels use the boundary map only; the mean is kept for instance masks and exports.
+    """
+    net.displacement_mean.zero_()
+    net.eval()
+    total, count = torch.zeros(2, device=device), 0
+    batch: list[torch.Tensor] = []
+    bar = progress_bar(len(images), "displacement mean", "img")
+    for i, sample in enumerate(DataLoader(images, batch_size=None, num_workers=num_workers)):
+        image = sample["image"][:, :crop_size, :crop_size]
+        crop = image.new_zeros((3, crop_size, crop_size))
+        crop[:, :image.shape[1], :image.shape[2]] = image
+        batch.append(crop)
+        if len(batch) == batch_size or i == len(images) - 1:
+            field = net(torch.stack(batch).to(device)).displacement
+            total += field.mean(dim=(2, 3)).sum(dim=0)
+            count += len(batch)
+            bar.update(len(batch))
+            batch = []
+    bar.close()
+    return (total / max(count, 1)).cpu()
+
+
+def run(cfg: Config, *, resume: bool = False) -> Path:
+    """Train IRNet and return the path of the final weights."""
+    out_dir = stage_dir(cfg, STAGE_DIR)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    tc = cfg.train_irn
+    dataset = labelled_dataset(cfg)
+    steps_per_epoch = len(dataset) // tc.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"train_irn.batch_size {tc.batch_size} is larger than the {len(dataset)} training images")
+    net = build_irn(cfg.model)
+    source = init_backbone(net, cfg)
+    net.to(device)
+    groups = net.parameter_groups()
+    optimizer = torch.optim.SGD(
+        sgd_param_groups(groups.backbone + groups.boundary, groups.displacement, tc.lr, tc.weight_decay,
+                         DISPLACEMENT_LR_MULT),
+        lr=tc.lr, momentum=tc.momentum,
+    )
+    index = path_index(tc.path_radius)
+    log.info("train-irn: %d images, %s backbone from %s, %d epochs x %d steps, batch %d, crop %d, radius %d",
+             len(dataset), cfg.model.backbone, source, tc.epochs, steps_per_epoch, tc.batch_size, tc.crop_size,
+             tc.path_radius)
+
+    def batches(epoch: int, skip: int):
+        dataset.set_epoch(epoch)
+        plan = epoch_batches(len(dataset), tc.batch_size, cfg.seed, epoch)[skip:]
+        return DataLoader(dataset, batch_sampler=plan, collate_fn=collate, num_workers=cfg.data.num_workers,
+                          pin_memory=device.type == "cuda")
+
+    def step(batch):
+        images = batch["image"].to(device, non_blocking=True)
+        labels = affinity_labels(downsample_labels(batch["mask"].to(device, non_blocking=True), IRN_STRIDE), index)
+        out = net(images)
+        # The losses in float32: 1 + 1e-5 - affinity rounds to 0 in bfloat16, and its log to -inf.
+        loss = irn_loss(out.edge.float(), out.displacement.float(), labels, index)
+        return {"loss": loss.total, "bg_pos": loss.affinity.bg_pos, "fg_pos": loss.affinity.fg_pos,
+                "neg": loss.affinity.neg, "disp_fg": loss.displacement.fg, "disp_bg": loss.displacement.bg}
+
+    settings = LoopSettings(epochs=tc.epochs, steps_per_epoch=steps_per_epoch, poly_power=tc.poly_power,
+                            amp=tc.amp, log_every=tc.log_every, max_steps=tc.max_steps)
+    weights = train(net, optimizer, batches, step, settings, out_dir, device=device, resume=resume)
+    mean = displacement_mean(net, ir_label_dataset(cfg, eval_transform()), tc.crop_size, tc.batch_size,
+                             device, cfg.data.num_workers)
+    net.displacement_mean.copy_(mean)
+    save_model_weights(weights, net)
+    log.info("train-irn: displacement mean (%.3f, %.3f); weights written to %s", *mean.tolist(), weights)
+    return weights
+
+
+main = run
