@@ -14,6 +14,7 @@ import logging
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 
 from .config import load_config
 from .data.synthetic import generate
@@ -31,7 +32,9 @@ def synthetic_config() -> Path:
     return Path(str(resources.files("rpnet") / "configs" / "synthetic.yaml"))
 
 
-def run_demo(out: Path, *, n_train: int = 200, n_val: int = 60, size: int = 128, seed: int = 0) -> dict:
+def run_demo(out: Path, *, n_train: int = 200, n_val: int = 60, size: int = 128, seed: int = 0,
+             overrides: Sequence[str] = ()) -> dict:
+    """Run the demo into ``out``; ``overrides`` (``KEY=VALUE``) shrink it for tests. Returns the summary."""
     from .cli import STAGES
 
     out = Path(out)
@@ -42,6 +45,7 @@ def run_demo(out: Path, *, n_train: int = 200, n_val: int = 60, size: int = 128,
     for name, prototypes in MODELS.items():
         cfg = load_config(synthetic_config(), [
             f"data.root={data}", f"work_dir={out / name}", f"seed={seed}", f"model.prototypes={str(prototypes).lower()}",
+            *overrides,
         ])
         seconds = {}
         for stage in PIPELINE:

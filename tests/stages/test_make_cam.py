@@ -63,3 +63,14 @@ def test_flip_is_mirrored_back_and_scales_are_summed():
     assert torch.allclose(high[0, 0, :, 12:], torch.zeros(16, 4))
     _, two = multiscale_cams(Linear, x, scales=(1.0, 0.5), flip=False)
     assert torch.allclose(two[0, 0, :, :4], torch.full((16, 4), 2.0))  # each scale adds its map
+
+
+def test_enhanced_cam_source_runs_the_prototype_module_on_one_image(tiny_cfg):
+    cfg = tiny_cfg("train_cam.max_steps=1", "model.cam_source=enhanced", "make_cam.scales=[1.0]")
+    train_cam.run(cfg)
+    model = train_cam.build_classifier(cfg.model, 6)
+    x = torch.randn(1, 3, 64, 64)
+    out = model.eval()(x, group_size=1)
+    # K = 1: the enhanced CAM is the original one weighted by G(F), position by position (eq. 10)
+    torch.testing.assert_close(make_cam.model_cams(model, x, enhanced=True), model.cams(out.features_enhanced))
+    assert len(list(make_cam.run(cfg).glob("*.npz"))) == 8

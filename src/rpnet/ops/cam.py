@@ -6,7 +6,6 @@ Pure tensor/array functions; the device follows the inputs.
 from __future__ import annotations
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -11,14 +11,12 @@ background and the tagged classes' max-normalised CAMs. The threshold is swept (
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
-from .common import stage_dir
+from .common import scored_dataset, stage_dir
 from ..config import Config
-from ..data.build import build_dataset
-from ..errors import DataError, RpnetError
+from ..errors import RpnetError
 from ..io import load_npz, update_metrics, write_json
 from ..metrics import ConfusionMatrix, format_iou_table, per_class_iou
 from ..ops.cam import cams_to_labels
@@ -45,9 +43,7 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
     """Score the CAMs of ``eval_cam.split`` (default: the train split); return the metrics added."""
     out_dir = stage_dir(cfg, STAGE_DIR)
     split = cfg.eval_cam.split or cfg.data.train_split
-    dataset = build_dataset(cfg.data, split)
-    if not dataset.has_masks:
-        raise DataError(f"split {split!r} of {cfg.data.root} has no masks to score CAMs against")
+    dataset = scored_dataset(cfg, split, "CAMs")
     cams_root = cam_dir(cfg.work_dir)
     thresholds = sweep_thresholds(*cfg.eval_cam.sweep)
     num_labels = dataset.num_classes + 1

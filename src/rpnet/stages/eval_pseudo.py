@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import stage_dir
+from .common import scored_dataset, stage_dir
 from ..config import Config
-from ..data.build import build_dataset
-from ..errors import DataError, RpnetError
+from ..errors import RpnetError
 from ..io import load_mask, load_npz, read_json, update_metrics
 from ..metrics import ConfusionMatrix, format_iou_table, per_class_iou
 from ..ops.cam import cams_to_labels
@@ -58,9 +57,7 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
     """Score the pseudo masks of ``eval_pseudo.split`` (default: the train split); return the metrics added."""
     out_dir = stage_dir(cfg, STAGE_DIR)
     split = cfg.eval_pseudo.split or cfg.data.train_split
-    dataset = build_dataset(cfg.data, split)
-    if not dataset.has_masks:
-        raise DataError(f"split {split!r} of {cfg.data.root} has no masks to score pseudo masks against")
+    dataset = scored_dataset(cfg, split, "pseudo masks")
     masks = mask_dir(cfg.work_dir)
     missing = [r.id for r in dataset.records if not (masks / f"{r.id}.png").exists()]
     if missing:
