@@ -1,4 +1,9 @@
-"""Losses as pure functions: the classifier's (eq. 11-13); IRN's and segmentation's join later."""
+"""Losses as pure functions: the classifier's (paper eq. 11-13) and IRN's (METHOD.md stage 5).
+
+IRN's pairs and their labels come from :mod:`rpnet.ops.affinity`: tensors over (B, O, h', w'), O
+offsets within the training radius, on the cropped "from" grid. Each IRN term is a mean over the
+pairs of its kind in the whole batch, as IRN's train_irn computes it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .ops.affinity import AffinityLabels, PathIndex, pair_difference, path_affinity
 from .ops.cam import class_activation_maps, max_normalize, tag_masked
 
 
@@ -70,3 +76,77 @@ def classifier_loss(
     else:
         raise ValueError(f"ls_mode must be 'cam' or 'feature', got {ls_mode!r}")
     return ClassifierLoss(lc + lambda_s * ls, lc, ls)
+
+
+# --------------------------------------------------------------------------- IRN (stage 5)
+
+LOG_EPS = 1e-5  # IRN's guard inside the logs: -log(aff + eps), -log(1 + eps - aff)
+COUNT_EPS = 1e-5  # IRN's guard on the pair counts of a term with no pairs
+
+
+def _masked_mean(values: Tensor, mask: Tensor, per_pair: int = 1) -> Tensor:
+    """sum(values * mask) / (per_pair * sum(mask) + eps); values broadcast against mask."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / (per_pair * mask.sum() + COUNT_EPS)
+
+
+class AffinityLoss(NamedTuple):
+    bg_pos: Tensor  # mean -log(aff) over background-background pairs
+    fg_pos: Tensor  # mean -log(aff) over same-foreground-class pairs
+    neg: Tensor  # mean -log(1 - aff) over pairs of different labels
+
+
+def affinity_loss(affinity: Tensor, labels: AffinityLabels) -> AffinityLoss:
+    """The class-boundary loss terms (IRN's L^B) from pair affinities.
+
+    affinity (B, O, h', w') in [0, 1] (1 - max boundary on the path, :func:`path_affinity`),
+    labels' masks of the same shape. Pairs of one label should have affinity 1 (no boundary
+    between them), pairs of two labels affinity 0 (a boundary somewhere on the path).
+    """
+    pos = -torch.log(affinity + LOG_EPS)
+    neg = -torch.log(1 + LOG_EPS - affinity)
+    return AffinityLoss(_masked_mean(pos, labels.bg_pos), _masked_mean(pos, labels.fg_pos),
+                        _masked_mean(neg, labels.neg))
+
+
+class DisplacementLoss(NamedTuple):
+    fg: Tensor  # mean L1 of (D(from) - D(to)) - (to - from) over same-foreground-class pairs
+    bg: Tensor  # mean L1 of D(from) - D(to) over background-background pairs
+
+
+def displacement_loss(pair_disp: Tensor, offsets: Tensor, labels: AffinityLabels) -> DisplacementLoss:
+    """The displacement-field loss terms (IRN's L^D_fg and L^D_bg).
+
+    pair_disp (B, 2, O, h', w'): D(from) - D(to) of the (dy, dx) displacement field
+    (:func:`pair_difference`), offsets (2, O) the pairs' (dy, dx) = to - from.
+    D points from each pixel to its instance's centroid, so for two pixels of one instance
+    from + D(from) = to + D(to), i.e. D(from) - D(to) = to - from. Same-class pairs stand in for
+    same-instance pairs; background pairs should have equal displacements. Each mean is over
+    pairs and the two components (IRN divides by 2 * the pair count).
+    """
+    target = offsets[None, :, :, None, None].to(pair_disp.dtype)  # (1, 2, O, 1, 1)
+    fg = _masked_mean((pair_disp - target).abs(), labels.fg_pos.unsqueeze(1), per_pair=2)
+    bg = _masked_mean(pair_disp.abs(), labels.bg_pos.unsqueeze(1), per_pair=2)
+    return DisplacementLoss(fg, bg)
+
+
+class IRNLoss(NamedTuple):
+    total: Tensor
+    affinity: AffinityLoss
+    displacement: DisplacementLoss
+
+
+def irn_loss(edge_logits: Tensor, displacement: Tensor, labels: AffinityLabels, index: PathIndex) -> IRNLoss:
+    """IRN's training objective from the network's outputs.
+
+    edge_logits (B, 1, h, w) boundary logits, displacement (B, 2, h, w), labels over the pairs
+    of ``index`` (:func:`~rpnet.ops.affinity.affinity_labels` of the stride-4 confident labels).
+
+    total = ((bg_pos + fg_pos) / 2 + neg) / 2 + (disp_fg + disp_bg) / 2, IRN's weighting: the
+    two positive kinds count equally however many pairs each has, and the boundary and
+    displacement parts count equally.
+    """
+    aff = affinity_loss(path_affinity(torch.sigmoid(edge_logits[:, 0]), index), labels)
+    disp = displacement_loss(pair_difference(displacement, index), index.offset_tensor(displacement.device), labels)
+    total = ((aff.bg_pos + aff.fg_pos) / 2 + aff.neg) / 2 + (disp.fg + disp.bg) / 2
+    return IRNLoss(total, aff, disp)

@@ -3,7 +3,7 @@
 IRNet's two branches learn on a frozen backbone from stage 4's confident labels: pairs of
 pixels less than ``train_irn.path_radius`` apart (at stride 4) with the same label should have
 no class boundary between them and pairs with different labels should; same-class pairs also
-supervise the displacement field (:func:`rpnet.irn_losses.irn_loss`). Unsure pixels (255) and
+supervise the displacement field (:func:`rpnet.losses.irn_loss`). Unsure pixels (255) and
 crop padding take part in no pair.
 
 The backbone (``train_irn.backbone_init``): ``pretrained`` loads ``model.pretrained`` (ImageNet),
@@ -33,7 +33,7 @@ from ..engine.progress import progress_bar
 from ..engine.schedule import sgd_param_groups
 from ..engine.trainer import LoopSettings, WEIGHTS_NAME, train
 from ..errors import ConfigError, RpnetError
-from ..irn_losses import irn_loss
+from ..losses import irn_loss
 from ..models.backbones import build_backbone
 from ..models.irn import IRN_STRIDE, IRNet
 from ..models.weights import check_state_dict, load_backbone_weights, read_weights

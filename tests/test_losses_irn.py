@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from rpnet.irn_losses import affinity_loss, displacement_loss, irn_loss
+from rpnet.losses import affinity_loss, displacement_loss, irn_loss
 from rpnet.ops.affinity import AffinityLabels, affinity_labels, path_index
 
 EPS = 1e-5  # IRN's guards, in the logs and in the counts
