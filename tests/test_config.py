@@ -71,3 +71,8 @@ def test_with_overrides_is_checked():
     assert cfg.model.prototypes is False and cfg.model.beta == 0.5
     with pytest.raises(ConfigError):
         with_overrides(Config(), model={"nope": 1})
+
+
+def test_unknown_backbone_is_rejected_when_the_config_is_read():
+    with pytest.raises(ConfigError, match="resnet50"):  # the message lists the valid names
+        load_config(None, ["model.backbone=resnet9"])

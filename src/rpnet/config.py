@@ -71,6 +71,10 @@ class ModelConfig:
     freeze_stem: bool | None = None  # conv1/bn1 frozen; None: when pretrained (a random stem is not worth keeping)
 
     def __post_init__(self) -> None:
+        from .models.backbones import BACKBONES  # here, so that reading a config is checked before any work
+
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"model.backbone {self.backbone!r} is unknown; choose from {sorted(BACKBONES)}")
         bad = [lv for lv in self.prototype_levels if lv not in PROTOTYPE_LEVELS]
         if bad or not self.prototype_levels:
             raise ConfigError(

@@ -71,7 +71,7 @@ def build_dataset(
         raise DataError("data.root is not set: point it at the dataset folder (--set data.root=PATH)")
     root = Path(data.root)
     if not root.is_dir():
-        raise DataError(f"data.root {root} is not a folder")
+        raise DataError(f"data.root {root} is not a folder (set it with --set data.root=DIR; `rpnet synth DIR` writes a synthetic dataset)")
     records, class_names, mask_loader = LOADERS[data.format](data, root, split)
     dataset = TaggedImages(records, class_names, transform=transform, mask_loader=mask_loader, seed=seed)
     if for_training:

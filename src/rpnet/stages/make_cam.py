@@ -30,6 +30,7 @@ from ..data.build import build_dataset
 from ..data.transforms import eval_transform
 from ..engine.checkpoint import load_model_weights
 from ..engine.progress import progress_bar
+from ..errors import RpnetError
 from ..io import save_npz
 from ..models.rpnet import RPNetClassifier
 from ..ops.cam import max_normalize
@@ -95,7 +96,10 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     split = cfg.make_cam.split or cfg.data.train_split
     dataset = build_dataset(cfg.data, split, eval_transform())
     model = build_classifier(cfg.model, dataset.num_classes, load_pretrained=False)
-    load_model_weights(Path(cfg.work_dir) / TRAIN_DIR / "model.safetensors", model)
+    weights = Path(cfg.work_dir) / TRAIN_DIR / "model.safetensors"
+    if not weights.is_file():
+        raise RpnetError(f"no classifier weights at {weights}: run train-cam first")
+    load_model_weights(weights, model)
     model.to(device).eval()
     enhanced = cfg.model.cam_source == "enhanced"
 
