@@ -48,3 +48,13 @@ def test_metrics_merge_and_jsonl(tmp_path):
     io.append_jsonl(tmp_path / "log.jsonl", {"step": 1})
     io.append_jsonl(tmp_path / "log.jsonl", {"step": 2})
     assert [r["step"] for r in io.read_jsonl(tmp_path / "log.jsonl")] == [1, 2]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    umask = os.umask(0o022)
+    try:
+        p = io.write_json(tmp_path / "m.json", {"a": 1})
+    finally:
+        os.umask(umask)
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~io._UMASK)

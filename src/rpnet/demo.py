@@ -4,7 +4,7 @@ Generates the dataset (once), then runs every stage in order for the plain-CAM b
 (``model.prototypes=false``) and for RPNet, each in its own work dir under ``OUT``, with
 ``configs/synthetic.yaml``. Stages resume: a rerun skips finished images and continues
 training from its checkpoint. Ends with the baseline-vs-RPNet table, also written to
-``OUT/summary.json``.
+``OUT/summary.json``, and the HTML report ``OUT/report.html``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Sequence
 from .config import load_config
 from .data.synthetic import generate
 from .io import read_json, write_json
+from .report import write_report
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,10 @@ def run_demo(out: Path, *, n_train: int = 200, n_val: int = 60, size: int = 128,
         summary[name] = {**{k: v for k, v in read_json(out / name / "metrics.json").items() if k in SUMMARY_KEYS},
                          "seconds": seconds}
     write_json(out / "summary.json", summary)
+    report = write_report({name: out / name for name in MODELS}, out / "report.html",
+                          title="rpnet demo: baseline vs RPNet on synthetic data")
     print(format_summary(summary))
+    print(f"report: {report}")
     return summary
 
 

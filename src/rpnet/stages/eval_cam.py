@@ -11,6 +11,8 @@ background and the tagged classes' max-normalised CAMs. The threshold is swept (
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -39,6 +41,16 @@ def picture_indices(n: int, count: int) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, num=min(count, n)).round().astype(int).tolist())) if n else []
 
 
+def save_picture(path: Path, image: np.ndarray, cams: np.ndarray, keys: np.ndarray, gt: np.ndarray,
+                 threshold: float, class_names: Sequence[str]) -> Path:
+    """Image, each tagged class's CAM as a heat map, the thresholded CAM mask and the ground truth."""
+    panels = [("image", image, None)]
+    panels += [(f"CAM {class_names[k + 1]}", overlay(image, c), None) for k, c in zip(keys, cams)]
+    panels += [(f"CAM mask (t={threshold:g})", colorize(cams_to_labels(cams, keys, threshold)), None),
+               ("ground truth", colorize(gt), None)]
+    return save_panels(path, panels)
+
+
 def run(cfg: Config, *, resume: bool = False) -> dict:
     """Score the CAMs of ``eval_cam.split`` (default: the train split); return the metrics added."""
     out_dir = stage_dir(cfg, STAGE_DIR)
@@ -49,6 +61,7 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
     num_labels = dataset.num_classes + 1
     matrices = [ConfusionMatrix(num_labels) for _ in thresholds]
     pictures = set(picture_indices(len(dataset), cfg.eval_cam.num_pictures))
+    shown = []
     for i, record in enumerate(dataset.records):
         path = cams_root / f"{record.id}.npz"
         if not path.exists():
@@ -61,16 +74,13 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
         for t, cm in zip(thresholds, matrices):
             cm.update(gt, cams_to_labels(high, cam["keys"], float(t)))
         if i in pictures:
-            pred = cams_to_labels(high, cam["keys"], cfg.eval_cam.threshold)
-            panels = [("image", sample["image"], None)]
-            panels += [(f"CAM {dataset.class_names[k + 1]}", overlay(sample["image"], c), None)
-                       for k, c in zip(cam["keys"], high)]
-            panels += [(f"CAM mask (t={cfg.eval_cam.threshold:g})", colorize(pred), None),
-                       ("ground truth", colorize(gt), None)]
-            save_panels(out_dir / "pictures" / f"{record.id}.png", panels)
+            shown.append((record.id, sample["image"], high, cam["keys"], gt))
     mious = [cm.miou() * 100 for cm in matrices]
     best = int(np.argmax(mious))
     per_class = per_class_iou(matrices[best], dataset.class_names)
+    for image_id, image, high, keys, gt in shown:  # drawn at the best threshold, known only now
+        save_picture(out_dir / "pictures" / f"{image_id}.png", image, high, keys, gt, float(thresholds[best]),
+                     dataset.class_names)
     write_json(out_dir / "sweep.json", {"thresholds": thresholds.tolist(), "miou": [round(m, 3) for m in mious]})
     metrics = {"cam_miou": round(mious[best], 2), "cam_threshold": float(thresholds[best]), "cam_per_class": per_class}
     update_metrics(cfg.work_dir, **metrics)
