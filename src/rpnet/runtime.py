@@ -1,4 +1,4 @@
-"""The process's runtime: device choice and seeding, read in one place."""
+"""The process's runtime: device choice, seeding and GPU memory layout, read in one place."""
 
 from __future__ import annotations
 
@@ -6,16 +6,24 @@ import random
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
+from .engine.distributed import world
 from .errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error.
+
+    Under torchrun a CUDA device is this process's own GPU, ``cuda:LOCAL_RANK``.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: cuda was asked for but torch sees no CUDA device (use device=auto or cpu)")
+    if name == "cuda":
+        current = world()
+        return torch.device("cuda", current.local_rank if current.distributed else torch.cuda.current_device())
     return torch.device(name)
 
 
@@ -27,3 +35,17 @@ def seed_everything(seed: int) -> torch.Generator:
     gen = torch.Generator()
     gen.manual_seed(seed)
     return gen
+
+
+def use_channels_last(device: torch.device, enabled: bool) -> bool:
+    """NHWC only on CUDA, where cuDNN's tensor-core convolutions want it; CPU keeps NCHW."""
+    return enabled and device.type == "cuda"
+
+
+def to_memory_format(x: Tensor | nn.Module, channels_last: bool) -> Tensor | nn.Module:
+    """A 4-D tensor or a module in channels-last layout when ``channels_last``, else unchanged."""
+    if not channels_last:
+        return x
+    if isinstance(x, nn.Module):
+        return x.to(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=torch.channels_last)

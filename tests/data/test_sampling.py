@@ -116,6 +116,24 @@ def test_two_ranks_split_the_anchors():
         assert len(set(anchors[0])) == 5 and len(set(anchors[1])) == 5
 
 
+@pytest.mark.parametrize("num_replicas", [2, 4])
+def test_the_ranks_batches_of_a_step_are_one_process_batch_of_the_global_size(num_replicas):
+    # What makes a DDP step the single-process step: with a global batch of R x 2 groups, the
+    # step-b batches of ranks 0..R-1, in rank order, are the single process's batch b.
+    tags, k, per_rank = make_tags(), 2, 2
+    single = GroupBatchSampler(tags, group_size=k, batch_size=num_replicas * per_rank, seed=5)
+    ranks = [GroupBatchSampler(tags, group_size=k, batch_size=per_rank, seed=5, num_replicas=num_replicas, rank=r)
+             for r in range(num_replicas)]
+    for epoch in range(3):
+        for sampler in [single, *ranks]:
+            sampler.set_epoch(epoch)
+        per_step = list(zip(*[list(r) for r in ranks]))
+        # 9 anchors: the ranks pad theirs to a multiple of R (as DistributedSampler), which can add a step.
+        assert len(single) > 0 and len(single) <= len(per_step) <= len(single) + 1
+        for batches, whole in zip(per_step, single):
+            assert sum(batches, []) == whole
+
+
 def test_group_size_one_is_a_permutation_of_tagged_images():
     sampler = GroupBatchSampler(make_tags(), group_size=1, batch_size=4, seed=2, drop_last=False)
     batches = list(sampler)

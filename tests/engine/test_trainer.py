@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rpnet.engine.trainer import CHECKPOINT_NAME, LOG_NAME, WEIGHTS_NAME, LoopSettings, train
+from rpnet.engine.trainer import CHECKPOINT_NAME, LOG_NAME, TRACE_DIR, WEIGHTS_NAME, LoopSettings, train
 from rpnet.io import read_jsonl
 
 EPOCHS, STEPS = 3, 4
@@ -74,3 +74,14 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
     with pytest.raises(FloatingPointError, match="loss became nan"):
         train(model, opt, data, lambda b: {"loss": torch.tensor(float("nan"))}, settings, tmp_path,
               device=torch.device("cpu"))
+
+
+def test_trace_records_each_steps_images_and_weights(tmp_path):
+    model, opt = setup()
+    settings = LoopSettings(epochs=1, steps_per_epoch=STEPS, show_progress=False, trace=True, global_batch=4)
+    train(model, opt, data, step_fn(model), settings, tmp_path, device=torch.device("cpu"))
+    trace = read_jsonl(tmp_path / TRACE_DIR / "rank0.jsonl")
+    assert [r["step"] for r in trace] == [1, 2, 3, 4] and {r["rank"] for r in trace} == {0}
+    assert all(r["ids"] == ["a"] * 4 for r in trace)
+    assert len({r["weights"] for r in trace}) == STEPS  # a new digest after every optimiser step
+    assert "world_size" not in read_jsonl(tmp_path / LOG_NAME)[-1]  # one process: nothing to state

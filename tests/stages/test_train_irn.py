@@ -90,6 +90,15 @@ def test_epoch_batches_are_full_seeded_shuffles():
     assert a != train_irn.epoch_batches(10, 4, seed=0, epoch=1)
 
 
+def test_ranks_take_disjoint_slices_of_each_global_batch():
+    whole = train_irn.epoch_batches(12, 4, seed=1, epoch=2)
+    ranks = [train_irn.epoch_batches(12, 4, seed=1, epoch=2, num_replicas=2, rank=r) for r in range(2)]
+    assert [len(b) for r in ranks for b in r] == [2] * 6
+    assert [a + b for a, b in zip(*ranks)] == whole  # rank 0's half, then rank 1's, of each step's batch
+    with pytest.raises(ConfigError, match="train_irn.batch_size 4 must be a multiple of 8"):
+        train_irn.epoch_batches(12, 4, seed=1, epoch=2, num_replicas=8, rank=0)
+
+
 def test_missing_inputs_are_clear_errors(tiny_cfg):
     cfg = tiny_cfg(*FAST)
     with pytest.raises(RpnetError, match="run make-ir-label first"):

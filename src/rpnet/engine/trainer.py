@@ -5,6 +5,12 @@ a checkpoint every epoch and on Ctrl-C, ``resume``, a progress bar with the loss
 learning rate, images/s and ETA, and a JSONL log. What differs per stage is the
 ``step_fn``, which takes a batch and returns its named loss terms (``"loss"`` is the one
 minimised), and the batches themselves.
+
+Under torchrun (:mod:`rpnet.engine.distributed`) the stage passes a DistributedDataParallel
+model and batches holding this rank's share of each global batch; the loop then logs the
+losses averaged over ranks and the whole job's images/s, lets rank 0 alone write checkpoints,
+log and progress, resumes every rank from the same checkpoint, and returns once the final
+weights are on disk for every rank to read.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from typing import Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from ..errors import RpnetError
 from ..io import append_jsonl
+from .distributed import all_reduce_sum, barrier, mean_across_ranks, rank_seed, weights_digest, world
 from .progress import progress_bar
 from .checkpoint import Progress, load_checkpoint, save_checkpoint, save_model_weights
 from .schedule import set_poly_lr
@@ -29,6 +37,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last.pt"
 WEIGHTS_NAME = "model.safetensors"
 LOG_NAME = "log.jsonl"
+TRACE_DIR = "trace"  # with LoopSettings.trace: one rank<r>.jsonl per rank
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,8 @@ class LoopSettings:
     log_every: int = 10
     max_steps: int | None = None  # stop after this many steps in all (smoke tests, benchmarks)
     show_progress: bool = True
+    global_batch: int | None = None  # images per step over all ranks, for the log (None: not stated)
+    trace: bool = False  # each rank appends its batch's image ids and a weights digest per step
 
     @property
     def total_steps(self) -> int:
@@ -65,26 +76,42 @@ def train(
     *,
     device: torch.device,
     resume: bool = False,
-    is_main: bool = True,
+    is_main: bool | None = None,
     batch_images: Callable[[Mapping[str, object]], int] = lambda b: len(b["id"]),  # type: ignore[arg-type]
 ) -> Path:
     """Train ``model`` and write ``out_dir/model.safetensors``; return its path.
 
     ``batches(epoch, skip)`` yields the epoch's batches after the first ``skip`` (so a resumed
-    epoch continues where it stopped). ``is_main`` is False on every rank but 0: those write
-    nothing. The optimizer's groups' current lrs are taken as the poly schedule's bases.
+    epoch continues where it stopped); under torchrun, this rank's part of each step's batch.
+    ``is_main`` (default: rank 0 of :func:`~rpnet.engine.distributed.world`) is the one process
+    that writes checkpoints, log and progress. The optimizer's groups' current lrs are taken as
+    the poly schedule's bases; they are not scaled with the number of ranks.
     """
     out_dir = Path(out_dir)
+    current = world()
+    if is_main is None:
+        is_main = current.is_main
     ckpt = out_dir / CHECKPOINT_NAME
     base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
     for group, base in zip(optimizer.param_groups, base_lrs):
         group["initial_lr"] = base
     progress = Progress()
-    if resume and ckpt.exists():
+    if resume and _checkpoint_on_every_rank(ckpt):
         progress = load_checkpoint(ckpt, model, optimizer)
+        if current.rank:
+            # The checkpoint holds rank 0's random stream; the other ranks take a stream of their own
+            # keyed by the step, so that a resumed job's ranks still draw different masks.
+            torch.manual_seed(rank_seed(progress.step, current.rank))
         log.info("resuming from %s at epoch %d, batch %d (step %d)", ckpt, progress.epoch, progress.batch, progress.step)
     elif resume:
         log.info("no checkpoint at %s: starting from scratch", ckpt)
+    lrs = ", ".join(f"{lr:g}" for lr in base_lrs)
+    if settings.global_batch is not None:
+        log.info("%d rank(s) x %d images = effective batch %d per step; base lr %s as configured "
+                 "(not scaled with the number of ranks)", current.size, settings.global_batch // current.size,
+                 settings.global_batch, lrs)
+    else:
+        log.info("%d rank(s); base lr %s as configured (not scaled with the number of ranks)", current.size, lrs)
     total = settings.total_steps
     fp16_scaler = None
     if settings.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -113,14 +140,27 @@ def train(
                     optimizer.step()
                 progress.step += 1
                 progress.batch += 1
-                window_images += batch_images(batch)
-                if is_main and (progress.step % settings.log_every == 0 or progress.step == total):
+                # Every rank runs the same number of equal batches, so the job's images are R times a rank's.
+                window_images += batch_images(batch) * current.size
+                if settings.trace:
+                    append_jsonl(out_dir / TRACE_DIR / f"rank{current.rank}.jsonl",
+                                 {"step": progress.step, "rank": current.rank, "ids": list(batch.get("id", [])),
+                                  "weights": weights_digest(model)})
+                if progress.step % settings.log_every == 0 or progress.step == total:
+                    # Every rank takes part in the average; only the main one writes it.
+                    if current.distributed:
+                        values = mean_across_ranks(terms)
+                    else:
+                        values = {k: float(v.detach()) for k, v in terms.items()}
                     elapsed = time.perf_counter() - window_start
                     record = {"epoch": progress.epoch, "step": progress.step, "lr": optimizer.param_groups[0]["lr"],
                               "images_per_s": round(window_images / max(elapsed, 1e-9), 2),
-                              **{k: round(float(v.detach()), 6) for k, v in terms.items()}}
-                    append_jsonl(out_dir / LOG_NAME, record)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("epoch", "step")})
+                              **{k: round(v, 6) for k, v in values.items()}}
+                    if current.distributed:
+                        record["world_size"] = current.size
+                    if is_main:
+                        append_jsonl(out_dir / LOG_NAME, record)
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("epoch", "step")})
                     window_start, window_images = time.perf_counter(), 0
                 bar.update(1)
             progress.epoch += 1
@@ -137,5 +177,17 @@ def train(
     weights = out_dir / WEIGHTS_NAME
     if is_main:
         save_model_weights(weights, model)
+    barrier()  # the weights exist before any rank goes on to read them
     return weights
+
+
+def _checkpoint_on_every_rank(ckpt: Path) -> bool:
+    """Whether ``ckpt`` exists, agreed by all ranks; an error when only some of them see it."""
+    here = int(ckpt.exists())
+    seen = int(all_reduce_sum(torch.tensor([here], dtype=torch.int64))[0])
+    size = world().size
+    if 0 < seen < size:
+        raise RpnetError(f"{ckpt} is visible to {seen} of {size} ranks: put work_dir on a file system that every "
+                         "machine of the job shares (rank 0 alone writes checkpoints)")
+    return seen == size
 

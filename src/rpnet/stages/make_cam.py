@@ -9,6 +9,11 @@ Writes ``WORK_DIR/make_cam/cams/<id>.npz`` with ``keys`` (K,) the tagged foregro
 indices, ``cam`` (K, ceil(H/4), ceil(W/4)) at stride 4 and ``high_res`` (K, H, W), both
 float16 in [0, 1]. An image whose file exists is skipped, so a killed run continues where
 it stopped; files are written atomically, so none is half-written.
+
+Under torchrun each rank takes every R-th image of the split (:func:`rpnet.engine.distributed.shard`),
+so no two ranks write the same file and the files equal a single process's. On CUDA the
+model runs in channels-last layout under bfloat16 autocast (``engine.*``), images of one size
+go through together with their mirror images, and loader workers pin memory.
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ from ..config import Config
 from ..data.build import build_dataset
 from ..data.transforms import eval_transform
 from ..engine.checkpoint import load_model_weights
+from ..engine.distributed import barrier, shard, world
 from ..engine.progress import progress_bar
 from ..errors import RpnetError
 from ..io import save_npz
 from ..models.rpnet import RPNetClassifier
 from ..ops.cam import max_normalize
-from ..runtime import resolve_device, seed_everything
+from ..engine.trainer import autocast_context
+from ..runtime import resolve_device, seed_everything, to_memory_format, use_channels_last
 from .train_cam import STAGE_DIR as TRAIN_DIR, build_classifier
 
 log = logging.getLogger(__name__)
@@ -100,17 +107,26 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     if not weights.is_file():
         raise RpnetError(f"no classifier weights at {weights}: run train-cam first")
     load_model_weights(weights, model)
-    model.to(device).eval()
+    channels_last = use_channels_last(device, cfg.engine.channels_last)
+    to_memory_format(model.to(device), channels_last).eval()
     enhanced = cfg.model.cam_source == "enhanced"
 
-    todo = [i for i, rec in enumerate(dataset.records) if not (out / f"{rec.id}.npz").exists()]
-    log.info("make-cam: %d of %d images to do (%d done before)", len(todo), len(dataset), len(dataset) - len(todo))
-    loader = DataLoader(Subset(dataset, todo), batch_size=None, num_workers=cfg.data.num_workers)
-    bar = progress_bar(len(todo), "make-cam", "img")
+    # Shard before looking for finished files: a rank that lists them while another writes must
+    # still get the same images, or some would be done twice and others never.
+    current = world()
+    mine = shard(range(len(dataset)), current)
+    todo = [i for i in mine if not (out / f"{dataset.records[i].id}.npz").exists()]
+    log.info("make-cam: %d of %d images to do on this rank (rank %d of %d; %d done before)",
+             len(todo), len(mine), current.rank, current.size, len(mine) - len(todo))
+    loader = DataLoader(Subset(dataset, todo), batch_size=None, num_workers=cfg.data.num_workers,
+                        pin_memory=device.type == "cuda")
+    bar = progress_bar(len(todo), "make-cam", "img", enabled=current.is_main)
 
     def flush(samples: list[dict]) -> None:
-        images = torch.stack([s["image"] for s in samples]).to(device)
-        strided, high = multiscale_cams(model, images, cfg.make_cam.scales, cfg.make_cam.flip, enhanced)
+        images = torch.stack([s["image"] for s in samples]).to(device, non_blocking=True)
+        with autocast_context(device, cfg.engine.inference_amp):
+            strided, high = multiscale_cams(model, to_memory_format(images, channels_last), cfg.make_cam.scales,
+                                            cfg.make_cam.flip, enhanced)
         for s, st, hi in zip(samples, strided, high):
             keys = torch.nonzero(torch.as_tensor(s["tags"])).flatten()
             save_npz(out / f"{s['id']}.npz", keys=keys.numpy().astype(np.int64),
@@ -130,6 +146,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
         if bucket:
             flush(bucket)
     bar.close()
+    barrier()  # every rank's files are written before any rank (or the next stage) reads them
     return out
 
 

@@ -23,12 +23,13 @@ from ..data.build import build_dataset
 from ..data.sampling import GroupBatchSampler
 from ..data.transforms import collate, train_transform
 from ..engine.checkpoint import unwrap
+from ..engine.distributed import rank_seed, split_batch, world, wrap_model
 from ..engine.schedule import sgd_param_groups
 from ..engine.trainer import LoopSettings, train
 from ..losses import classifier_loss
 from ..models.backbones import build_backbone
 from ..models.rpnet import PrototypeSettings, RPNetClassifier
-from ..runtime import resolve_device, seed_everything
+from ..runtime import resolve_device, seed_everything, to_memory_format, use_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -55,23 +56,37 @@ def build_classifier(model: ModelConfig, num_classes: int, *, load_pretrained: b
 
 
 def run(cfg: Config, *, resume: bool = False) -> Path:
-    """Train and return the path of the final weights."""
+    """Train and return the path of the final weights.
+
+    Under torchrun ``train_cam.batch_size`` is the global batch: each of the R ranks takes
+    batch_size / R images, whole groups of K, its groups disjoint from the other ranks'
+    (:class:`GroupBatchSampler` shards the epoch's groups); DDP averages the gradients.
+    """
     out_dir = stage_dir(cfg, STAGE_DIR)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     tc = cfg.train_cam
+    current = world()
+    per_rank = split_batch(tc.batch_size, current.size, cfg.model.group_size, "train_cam.batch_size")
     dataset = build_dataset(cfg.data, cfg.data.train_split, train_transform(tc.crop_size, tc.resize_long),
                             for_training=True, seed=cfg.seed)
-    sampler = GroupBatchSampler(dataset.tag_matrix(), cfg.model.group_size, tc.batch_size, cfg.seed)
-    model = build_classifier(cfg.model, dataset.num_classes).to(device)
-    backbone_params, new_params = model.parameter_groups()
+    sampler = GroupBatchSampler(dataset.tag_matrix(), cfg.model.group_size, per_rank, cfg.seed,
+                                num_replicas=current.size, rank=current.rank)
+    channels_last = use_channels_last(device, cfg.engine.channels_last)
+    net = to_memory_format(build_classifier(cfg.model, dataset.num_classes).to(device), channels_last)
+    backbone_params, new_params = net.parameter_groups()
     optimizer = torch.optim.SGD(
         sgd_param_groups(backbone_params, new_params, tc.lr, tc.weight_decay, tc.new_layer_lr_mult),
         lr=tc.lr, momentum=tc.momentum,
     )
-    log.info("train-cam: %d images, %s, prototypes %s, %d epochs x %d steps, batch %d (groups of %d)",
-             len(dataset), cfg.model.backbone, "on" if cfg.model.prototypes else "off (baseline)",
-             tc.epochs, len(sampler), tc.batch_size, cfg.model.group_size)
+    # find_unused_parameters: block1-2 get no gradient behind IRN's detach, and a prototype level
+    # whose masks are all empty on one rank gives its embedding none in that step.
+    model = wrap_model(net, device, sync_bn=cfg.engine.sync_bn, find_unused_parameters=True)
+    if current.rank:
+        torch.manual_seed(rank_seed(cfg.seed, current.rank))  # rank 0 keeps the single-process stream
+    log.info("train-cam: %d images, %s, prototypes %s, %d epochs x %d steps, batch %d (groups of %d) "
+             "= %d rank(s) x %d", len(dataset), cfg.model.backbone, "on" if cfg.model.prototypes else "off (baseline)",
+             tc.epochs, len(sampler), tc.batch_size, cfg.model.group_size, current.size, per_rank)
 
     def batches(epoch: int, skip: int):
         sampler.set_epoch(epoch)
@@ -83,7 +98,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     classifier_weight = lambda: unwrap(model).classifier.weight  # noqa: E731
 
     def step(batch):
-        images = batch["image"].to(device, non_blocking=True)
+        images = to_memory_format(batch["image"].to(device, non_blocking=True), channels_last)
         tags = batch["tags"].to(device, non_blocking=True)
         out = model(images)
         loss = classifier_loss(
@@ -93,7 +108,8 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
         return {"loss": loss.total, "l_c": loss.cls, "l_s": loss.consistency}
 
     settings = LoopSettings(epochs=tc.epochs, steps_per_epoch=len(sampler), poly_power=tc.poly_power,
-                            amp=tc.amp, log_every=tc.log_every, max_steps=tc.max_steps)
+                            amp=tc.amp, log_every=tc.log_every, max_steps=tc.max_steps, global_batch=tc.batch_size,
+                            trace=cfg.engine.trace_ranks)
     weights = train(model, optimizer, batches, step, settings, out_dir, device=device, resume=resume)
     log.info("train-cam: weights written to %s", weights)
     return weights

@@ -22,13 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from .common import stage_dir
 from ..config import Config, ModelConfig
 from ..data.dataset import TaggedImages
 from ..data.transforms import collate, eval_transform, seg_train_transform
 from ..engine.checkpoint import save_model_weights
+from ..engine.distributed import all_reduce_sum, barrier, rank_seed, shard, split_batch, world, wrap_model
 from ..engine.progress import progress_bar
 from ..engine.schedule import sgd_param_groups
 from ..engine.trainer import LoopSettings, WEIGHTS_NAME, train
@@ -38,7 +39,7 @@ from ..models.backbones import build_backbone
 from ..models.irn import IRN_STRIDE, IRNet
 from ..models.weights import check_state_dict, load_backbone_weights, read_weights
 from ..ops.affinity import affinity_labels, downsample_labels, path_index
-from ..runtime import resolve_device, seed_everything
+from ..runtime import resolve_device, seed_everything, to_memory_format, use_channels_last
 from .make_ir_label import ir_label_dataset, label_dir
 from .train_cam import STAGE_DIR as TRAIN_CAM_DIR
 
@@ -99,10 +100,17 @@ def labelled_dataset(cfg: Config) -> TaggedImages:
                         seed=cfg.seed)
 
 
-def epoch_batches(num_images: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """A seeded shuffle of the images cut into full batches (the last partial one dropped)."""
+def epoch_batches(num_images: int, batch_size: int, seed: int, epoch: int,
+                  num_replicas: int = 1, rank: int = 0) -> list[list[int]]:
+    """A seeded shuffle of the images cut into full global batches (the last partial one dropped),
+    and of each global batch the ``rank``-th of ``num_replicas`` equal slices.
+
+    The ranks' slices of one step are disjoint and together are the single-process batch of that step.
+    """
     order = np.random.default_rng([seed, epoch]).permutation(num_images)
-    return [order[i:i + batch_size].tolist() for i in range(0, num_images - batch_size + 1, batch_size)]
+    per_rank = split_batch(batch_size, num_replicas, key="train_irn.batch_size")
+    return [order[i + rank * per_rank:i + (rank + 1) * per_rank].tolist()
+            for i in range(0, num_images - batch_size + 1, batch_size)]
 
 
 @torch.no_grad()
@@ -114,73 +122,92 @@ def displacement_mean(net: IRNet, images: TaggedImages, crop_size: int, batch_si
     eval mode with the mean still zero, on each image's top-left ``crop_size`` crop, zero-padded
     (the ImageNet mean after normalisation) where the image is smaller. Stage 6's semantic
     pseudo labels use the boundary map only; the mean is kept for instance masks and exports.
+    Under torchrun each rank takes its shard of the images and the sums are added over ranks.
     """
     net.displacement_mean.zero_()
     net.eval()
     total, count = torch.zeros(2, device=device), 0
     batch: list[torch.Tensor] = []
-    bar = progress_bar(len(images), "displacement mean", "img")
-    for i, sample in enumerate(DataLoader(images, batch_size=None, num_workers=num_workers)):
+    current = world()
+    mine = Subset(images, shard(range(len(images)), current))
+    bar = progress_bar(len(mine), "displacement mean", "img", enabled=current.is_main)
+    for i, sample in enumerate(DataLoader(mine, batch_size=None, num_workers=num_workers,
+                                          pin_memory=device.type == "cuda")):
         image = sample["image"][:, :crop_size, :crop_size]
         crop = image.new_zeros((3, crop_size, crop_size))
         crop[:, :image.shape[1], :image.shape[2]] = image
         batch.append(crop)
-        if len(batch) == batch_size or i == len(images) - 1:
+        if len(batch) == batch_size or i == len(mine) - 1:
             field = net(torch.stack(batch).to(device)).displacement
             total += field.mean(dim=(2, 3)).sum(dim=0)
             count += len(batch)
             bar.update(len(batch))
             batch = []
     bar.close()
-    return (total / max(count, 1)).cpu()
+    sums = all_reduce_sum(torch.cat([total.cpu().double(), torch.tensor([count], dtype=torch.float64)]))
+    return (sums[:2] / max(float(sums[2]), 1.0)).float()
 
 
 def run(cfg: Config, *, resume: bool = False) -> Path:
-    """Train IRNet and return the path of the final weights."""
+    """Train IRNet and return the path of the final weights.
+
+    Under torchrun ``train_irn.batch_size`` is the global batch: each rank takes its slice of
+    every step's batch (:func:`epoch_batches`) and DDP averages the gradients.
+    """
     out_dir = stage_dir(cfg, STAGE_DIR)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     tc = cfg.train_irn
+    current = world()
+    per_rank = split_batch(tc.batch_size, current.size, key="train_irn.batch_size")
     dataset = labelled_dataset(cfg)
     steps_per_epoch = len(dataset) // tc.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"train_irn.batch_size {tc.batch_size} is larger than the {len(dataset)} training images")
     net = build_irn(cfg.model)
     source = init_backbone(net, cfg)
-    net.to(device)
+    channels_last = use_channels_last(device, cfg.engine.channels_last)
+    to_memory_format(net.to(device), channels_last)
     groups = net.parameter_groups()
     optimizer = torch.optim.SGD(
         sgd_param_groups(groups.backbone + groups.boundary, groups.displacement, tc.lr, tc.weight_decay,
                          DISPLACEMENT_LR_MULT),
         lr=tc.lr, momentum=tc.momentum,
     )
+    # The backbone is frozen, so every trainable parameter (the two branches) gets a gradient each step.
+    model = wrap_model(net, device, sync_bn=cfg.engine.sync_bn, find_unused_parameters=False)
+    if current.rank:
+        torch.manual_seed(rank_seed(cfg.seed, current.rank))  # rank 0 keeps the single-process stream
     index = path_index(tc.path_radius)
-    log.info("train-irn: %d images, %s backbone from %s, %d epochs x %d steps, batch %d, crop %d, radius %d",
-             len(dataset), cfg.model.backbone, source, tc.epochs, steps_per_epoch, tc.batch_size, tc.crop_size,
-             tc.path_radius)
+    log.info("train-irn: %d images, %s backbone from %s, %d epochs x %d steps, batch %d = %d rank(s) x %d, "
+             "crop %d, radius %d", len(dataset), cfg.model.backbone, source, tc.epochs, steps_per_epoch,
+             tc.batch_size, current.size, per_rank, tc.crop_size, tc.path_radius)
 
     def batches(epoch: int, skip: int):
         dataset.set_epoch(epoch)
-        plan = epoch_batches(len(dataset), tc.batch_size, cfg.seed, epoch)[skip:]
+        plan = epoch_batches(len(dataset), tc.batch_size, cfg.seed, epoch, current.size, current.rank)[skip:]
         return DataLoader(dataset, batch_sampler=plan, collate_fn=collate, num_workers=cfg.data.num_workers,
                           pin_memory=device.type == "cuda")
 
     def step(batch):
-        images = batch["image"].to(device, non_blocking=True)
+        images = to_memory_format(batch["image"].to(device, non_blocking=True), channels_last)
         labels = affinity_labels(downsample_labels(batch["mask"].to(device, non_blocking=True), IRN_STRIDE), index)
-        out = net(images)
+        out = model(images)
         # The losses in float32: 1 + 1e-5 - affinity rounds to 0 in bfloat16, and its log to -inf.
         loss = irn_loss(out.edge.float(), out.displacement.float(), labels, index)
         return {"loss": loss.total, "bg_pos": loss.affinity.bg_pos, "fg_pos": loss.affinity.fg_pos,
                 "neg": loss.affinity.neg, "disp_fg": loss.displacement.fg, "disp_bg": loss.displacement.bg}
 
     settings = LoopSettings(epochs=tc.epochs, steps_per_epoch=steps_per_epoch, poly_power=tc.poly_power,
-                            amp=tc.amp, log_every=tc.log_every, max_steps=tc.max_steps)
-    weights = train(net, optimizer, batches, step, settings, out_dir, device=device, resume=resume)
-    mean = displacement_mean(net, ir_label_dataset(cfg, eval_transform()), tc.crop_size, tc.batch_size,
+                            amp=tc.amp, log_every=tc.log_every, max_steps=tc.max_steps, global_batch=tc.batch_size,
+                            trace=cfg.engine.trace_ranks)
+    weights = train(model, optimizer, batches, step, settings, out_dir, device=device, resume=resume)
+    mean = displacement_mean(net, ir_label_dataset(cfg, eval_transform()), tc.crop_size, per_rank,
                              device, cfg.data.num_workers)
     net.displacement_mean.copy_(mean)
-    save_model_weights(weights, net)
+    if current.is_main:
+        save_model_weights(weights, net)
+    barrier()  # the final weights, with the mean, exist before any rank reads them
     log.info("train-irn: displacement mean (%.3f, %.3f); weights written to %s", *mean.tolist(), weights)
     return weights
 
