@@ -51,3 +51,26 @@ def test_classifier_loss_baseline_and_rpnet_terms():
     torch.testing.assert_close(out.total, out.cls + 10.0 * out.consistency)
     both = classifier_loss(rp, tags, torch.randn(2, 2, 1, 1), lc_on_original=True)
     torch.testing.assert_close(both.cls, multilabel_loss(rp.logits_enhanced, tags) + multilabel_loss(rp.logits, tags))
+
+
+def test_segmentation_loss_by_hand_and_ignored_pixels_do_not_count():
+    from rpnet.losses import segmentation_loss
+
+    # pixel 0: logits (0, ln 3) -> p(class 1) = 3/4; pixel 1: logits (0, 0) -> p = 1/2 for either class
+    logits = torch.tensor([[[[0.0, 0.0]], [[math.log(3.0), 0.0]]]], requires_grad=True)  # (1, 2, 1, 2)
+    both = segmentation_loss(logits, torch.tensor([[[1, 0]]]))
+    assert abs(both.item() - (-math.log(0.75) + math.log(2.0)) / 2) < 1e-6
+    one = segmentation_loss(logits, torch.tensor([[[1, 255]]]))
+    assert abs(one.item() - (-math.log(0.75))) < 1e-6  # the mean is over the one labelled pixel
+    one.backward()
+    assert torch.all(logits.grad[..., 1] == 0)  # the ignored pixel gets no gradient
+
+
+def test_segmentation_loss_of_an_all_ignored_batch_is_zero_not_nan():
+    from rpnet.losses import segmentation_loss
+
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    loss = segmentation_loss(logits, torch.full((2, 4, 4), 255))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.all(logits.grad == 0)

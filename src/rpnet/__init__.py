@@ -10,4 +10,13 @@ from .errors import RpnetError
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "load_config", "RpnetError", "__version__"]
+__all__ = ["Config", "load_config", "RpnetError", "Predictor", "__version__"]
+
+
+def __getattr__(name: str):
+    # Predictor (rpnet.predict) imports torch: load it on first use, so `rpnet --help` stays fast.
+    if name == "Predictor":
+        from .predict import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'rpnet' has no attribute {name!r}")

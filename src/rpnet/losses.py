@@ -150,3 +150,19 @@ def irn_loss(edge_logits: Tensor, displacement: Tensor, labels: AffinityLabels, 
     disp = displacement_loss(pair_difference(displacement, index), index.offset_tensor(displacement.device), labels)
     total = ((aff.bg_pos + aff.fg_pos) / 2 + aff.neg) / 2 + (disp.fg + disp.bg) / 2
     return IRNLoss(total, aff, disp)
+
+
+# --------------------------------------------------------------------------- segmentation (stage 8)
+
+SEG_IGNORE_INDEX = 255  # rpnet.io.IGNORE_INDEX: crop padding, VOC borders, unsure pseudo labels
+
+
+def segmentation_loss(logits: Tensor, target: Tensor, ignore_index: int = SEG_IGNORE_INDEX) -> Tensor:
+    """Pixel-wise cross-entropy, mean over the pixels whose label is not ``ignore_index``.
+
+    logits (B, C, H, W), target (B, H, W) integer labels in 0..C-1 or ``ignore_index``.
+    A batch without a single labelled pixel gives 0 (with a gradient), not the NaN of 0 / 0.
+    """
+    total = F.cross_entropy(logits, target.long(), ignore_index=ignore_index, reduction="sum")
+    labelled = (target != ignore_index).sum()
+    return total / labelled.clamp(min=1)

@@ -1,0 +1,192 @@
+"""Stage 8: train the segmentation model on the pseudo masks (METHOD.md stage 8).
+
+DeepLab-LargeFOV (or DeepLab-v3+, ``train_seg.architecture``) on a dilated ResNet learns from
+stage 6's pseudo masks (``train_seg.labels: pseudo``, ``WORK_DIR/make_pseudo/masks``) or, for the
+upper bound of the method, from the dataset's ground-truth masks (``labels: gt``). Pixel-wise
+cross-entropy ignores label 255 (VOC's borders, crop padding); augmentation is scale jitter,
+flips and random crops (:func:`rpnet.data.transforms.seg_train_transform`); the learning rate
+decays polynomially, with the new head at ``head_lr_mult`` times the backbone's rate.
+
+The backbone (``train_seg.backbone_init``): ``pretrained`` loads ``model.pretrained`` (ImageNet),
+``classifier`` takes the backbone of stage 1's ``WORK_DIR/train_cam/model.safetensors`` (same
+backbone name required; the output stride may differ, it changes no weight), ``scratch`` starts
+from a random initialisation, and ``auto`` picks ImageNet when ``model.pretrained`` is set, else
+the classifier when its weights exist, else scratch.
+
+Writes ``WORK_DIR/train_seg/``: ``model.safetensors`` (final weights, with the metadata
+``rpnet predict`` needs, see :mod:`rpnet.predict`), ``last.pt`` (resumable checkpoint),
+``log.jsonl`` and ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .common import stage_dir
+from ..config import Config
+from ..data.build import build_dataset
+from ..data.dataset import TaggedImages
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, collate, seg_train_transform
+from ..engine.distributed import barrier, rank_seed, split_batch, world, wrap_model
+from ..engine.schedule import sgd_param_groups
+from ..engine.trainer import LoopSettings, WEIGHTS_NAME, train
+from ..errors import ConfigError, DataError, RpnetError
+from ..losses import segmentation_loss
+from ..models.deeplab import build_segmentation_model
+from ..models.weights import check_state_dict, read_weights
+from ..predict import SegmentationSpec, save_segmentation_weights
+from ..runtime import resolve_device, seed_everything, to_memory_format, use_channels_last
+from .make_pseudo import mask_dir as pseudo_mask_dir
+from .train_cam import STAGE_DIR as TRAIN_CAM_DIR
+from .train_irn import CLASSIFIER_BACKBONE_PREFIX, epoch_batches
+
+log = logging.getLogger(__name__)
+
+STAGE_DIR = "train_seg"
+
+
+def weights_path(work_dir: Path) -> Path:
+    """Where train-seg writes its final weights: ``WORK_DIR/train_seg/model.safetensors``."""
+    return Path(work_dir) / STAGE_DIR / WEIGHTS_NAME
+
+
+def seg_backbone(cfg: Config) -> str:
+    """The segmentation model's backbone name: ``train_seg.backbone``, else ``model.backbone``."""
+    return cfg.train_seg.backbone or cfg.model.backbone
+
+
+def resolve_init(cfg: Config) -> str:
+    """``train_seg.backbone_init`` with ``auto`` resolved to pretrained, classifier or scratch."""
+    init = cfg.train_seg.backbone_init
+    if init != "auto":
+        return init
+    if cfg.model.pretrained is not None:
+        return "pretrained"
+    if (Path(cfg.work_dir) / TRAIN_CAM_DIR / WEIGHTS_NAME).is_file():
+        return "classifier"
+    return "scratch"
+
+
+def build_seg_model(cfg: Config, num_classes: int, init: str) -> nn.Module:
+    """The model ``train_seg`` describes with ``num_classes`` outputs, its backbone initialised per ``init``."""
+    ts = cfg.train_seg
+    pretrained = init == "pretrained"
+    if pretrained and cfg.model.pretrained is None:
+        raise ConfigError("train_seg.backbone_init is 'pretrained' but model.pretrained is null; "
+                          "set model.pretrained or use backbone_init 'classifier', 'scratch' or 'auto'")
+    frozen_bn = pretrained if ts.freeze_bn is None else ts.freeze_bn
+    net = build_segmentation_model(ts.architecture, backbone=seg_backbone(cfg), num_classes=num_classes,
+                                   output_stride=ts.output_stride, norm="frozen" if frozen_bn else "bn",
+                                   pretrained=cfg.model.pretrained if pretrained else None)
+    if init == "classifier":
+        load_classifier_backbone(net.backbone, cfg)
+    return net
+
+
+def load_classifier_backbone(backbone: nn.Module, cfg: Config) -> Path:
+    """Copy stage 1's backbone weights into ``backbone``; return the file they came from."""
+    source = Path(cfg.work_dir) / TRAIN_CAM_DIR / WEIGHTS_NAME
+    if not source.is_file():
+        raise RpnetError(f"no classifier weights at {source} to start the segmentation backbone from: run "
+                         "train-cam first, or set train_seg.backbone_init to 'scratch' or 'pretrained'")
+    state = {k.removeprefix(CLASSIFIER_BACKBONE_PREFIX): v for k, v in read_weights(source).items()
+             if k.startswith(CLASSIFIER_BACKBONE_PREFIX)}
+    problems = check_state_dict(backbone, state)
+    if problems:
+        raise ConfigError(f"{source}: the classifier's backbone does not fit a {seg_backbone(cfg)} "
+                          "(train_seg.backbone must be model.backbone to start from the classifier); "
+                          + "; ".join(problems))
+    backbone.load_state_dict(state, strict=False)  # check_state_dict has refused every real difference
+    return source
+
+
+def training_dataset(cfg: Config) -> TaggedImages:
+    """The training images with the masks ``train_seg.labels`` names, augmented for segmentation.
+
+    The images are the split's training images (untagged ones dropped, ``data.fraction`` applied),
+    as for the classifier, so that a reduced-data run trains every stage on the same images.
+    """
+    ts = cfg.train_seg
+    split = ts.split or cfg.data.train_split
+    transform = seg_train_transform(ts.crop_size, ts.scale_range)
+    dataset = build_dataset(cfg.data, split, transform, for_training=True, seed=cfg.seed)
+    if ts.labels == "gt":
+        if not dataset.has_masks:
+            raise DataError(f"split {split!r} of {cfg.data.root} has no ground-truth masks for train_seg.labels=gt")
+        return dataset
+    masks = pseudo_mask_dir(cfg.work_dir)
+    records = [dataclasses.replace(r, mask=masks / f"{r.id}.png") for r in dataset.records]
+    missing = [r.mask for r in records if not r.mask.is_file()]
+    if missing:
+        raise RpnetError(f"{len(missing)} of {len(records)} pseudo masks are missing (e.g. {missing[0]}): "
+                         "run make-pseudo first (or train on the ground truth with train_seg.labels=gt)")
+    return TaggedImages(records, dataset.class_names, transform=transform, seed=cfg.seed)
+
+
+def make_optimizer(net: nn.Module, cfg: Config) -> torch.optim.SGD:
+    """SGD with the backbone at ``train_seg.lr`` and the head at ``head_lr_mult`` times it."""
+    ts = cfg.train_seg
+    backbone_params, head_params = net.parameter_groups()
+    groups = sgd_param_groups(backbone_params, head_params, ts.lr, ts.weight_decay, ts.head_lr_mult)
+    return torch.optim.SGD(groups, lr=ts.lr, momentum=ts.momentum)
+
+
+def run(cfg: Config, *, resume: bool = False) -> Path:
+    """Train the segmentation model and return the path of its weights.
+
+    Under torchrun ``train_seg.batch_size`` is the global batch: each rank takes its slice of
+    every step's batch (:func:`~rpnet.stages.train_irn.epoch_batches`) and DDP averages the gradients.
+    """
+    out_dir = stage_dir(cfg, STAGE_DIR)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    ts = cfg.train_seg
+    current = world()
+    per_rank = split_batch(ts.batch_size, current.size, key="train_seg.batch_size")
+    dataset = training_dataset(cfg)
+    steps_per_epoch = len(dataset) // ts.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"train_seg.batch_size {ts.batch_size} is larger than the {len(dataset)} training images")
+    init = resolve_init(cfg)
+    channels_last = use_channels_last(device, cfg.engine.channels_last)
+    net = to_memory_format(build_seg_model(cfg, len(dataset.class_names), init).to(device), channels_last)
+    optimizer = make_optimizer(net, cfg)
+    model = wrap_model(net, device, sync_bn=cfg.engine.sync_bn)
+    if current.rank:
+        torch.manual_seed(rank_seed(cfg.seed, current.rank))  # rank 0 keeps the single-process stream
+    log.info("train-seg: %s on %s (output stride %d, backbone from %s), %s labels, %d images, %d epochs x %d "
+             "steps, batch %d = %d rank(s) x %d, crop %d", ts.architecture, seg_backbone(cfg), ts.output_stride, init,
+             ts.labels, len(dataset), ts.epochs, steps_per_epoch, ts.batch_size, current.size, per_rank, ts.crop_size)
+
+    def batches(epoch: int, skip: int):
+        dataset.set_epoch(epoch)
+        plan = epoch_batches(len(dataset), ts.batch_size, cfg.seed, epoch, current.size, current.rank)[skip:]
+        return DataLoader(dataset, batch_sampler=plan, collate_fn=collate, num_workers=cfg.data.num_workers,
+                          pin_memory=device.type == "cuda")
+
+    def step(batch):
+        images = to_memory_format(batch["image"].to(device, non_blocking=True), channels_last)
+        masks = batch["mask"].to(device, non_blocking=True)
+        # The loss in float32: a softmax over many classes loses precision in half precision.
+        return {"loss": segmentation_loss(model(images).float(), masks)}
+
+    settings = LoopSettings(epochs=ts.epochs, steps_per_epoch=steps_per_epoch, poly_power=ts.poly_power,
+                            amp=ts.amp, log_every=ts.log_every, max_steps=ts.max_steps, global_batch=ts.batch_size,
+                            trace=cfg.engine.trace_ranks)
+    weights = train(model, optimizer, batches, step, settings, out_dir, device=device, resume=resume)
+    spec = SegmentationSpec(ts.architecture, seg_backbone(cfg), ts.output_stride, tuple(dataset.class_names),
+                            IMAGENET_MEAN, IMAGENET_STD)
+    if current.is_main:
+        save_segmentation_weights(weights, net, spec)  # the loop's weights again, now with what predict needs
+    barrier()  # the final weights exist before any rank reads them
+    log.info("train-seg: weights written to %s", weights)
+    return weights
+
+
+main = run

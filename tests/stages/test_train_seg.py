@@ -1,0 +1,102 @@
+"""train-seg on the tiny synthetic set: ground-truth and fabricated pseudo masks, resume, backbone start."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from rpnet.config import load_config
+from rpnet.data.build import build_dataset
+from rpnet.errors import RpnetError
+from rpnet.io import read_jsonl, save_mask
+from rpnet.losses import segmentation_loss
+from rpnet.models.backbones import build_backbone
+from rpnet.predict import read_spec
+from rpnet.stages import train_seg
+from rpnet.stages.make_pseudo import mask_dir
+
+FAST = ("train_seg.batch_size=4", "train_seg.crop_size=64", "train_seg.output_stride=16", "train_seg.log_every=1",
+        "train_seg.backbone_init=scratch")
+
+
+def write_pseudo_masks(cfg, label):
+    """make-pseudo's output, fabricated: every training image's mask filled with ``label``."""
+    data = build_dataset(cfg.data, cfg.data.train_split)
+    for i, rec in enumerate(data.records):
+        save_mask(mask_dir(cfg.work_dir) / f"{rec.id}.png", np.full(data[i]["mask"].shape, label, np.uint8))
+
+
+def write_classifier(cfg, seed=1):
+    """Stage 1's weights file: a random backbone under "backbone." and a classifier head."""
+    torch.manual_seed(seed)
+    backbone = build_backbone(cfg.model.backbone, output_stride=cfg.model.output_stride)
+    tensors = {f"backbone.{k}": v.contiguous() for k, v in backbone.state_dict().items()}
+    tensors["classifier.weight"] = torch.randn(6, backbone.channels["block4"], 1, 1)
+    path = cfg.work_dir / "train_cam" / "model.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return tensors
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny_cfg):
+    cfg = tiny_cfg(*FAST, "train_seg.lr=0.001")
+    torch.manual_seed(0)
+    net = train_seg.build_seg_model(cfg, 3, "scratch")
+    optimizer = train_seg.make_optimizer(net, cfg)
+    images = torch.randn(2, 3, 32, 32)
+    target = torch.zeros(2, 32, 32, dtype=torch.long)
+    target[:, :, 16:] = 1  # right half class 1, left half background; class 2 never occurs
+    target[:, :4] = 255
+
+    def loss_now():
+        torch.manual_seed(1)  # the same dropout masks for both measurements
+        with torch.no_grad():
+            return segmentation_loss(net(images), target).item()
+
+    before = loss_now()
+    for _ in range(8):
+        loss = segmentation_loss(net(images), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss_now() < 0.5 * before
+
+
+def test_gt_labels_write_weights_with_metadata_log_and_resume(tiny_cfg):
+    cfg = tiny_cfg(*FAST, "train_seg.labels=gt", "train_seg.max_steps=2")
+    weights = train_seg.run(cfg)
+    out = weights.parent
+    assert weights == cfg.work_dir / "train_seg" / "model.safetensors" and (out / "last.pt").is_file()
+    assert load_config(out / "config.yaml") == cfg
+    log = read_jsonl(out / "log.jsonl")
+    assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in log)
+    spec = read_spec(weights)
+    names = build_dataset(cfg.data, "train").class_names
+    assert (spec.architecture, spec.backbone, spec.output_stride, spec.class_names) == \
+        ("deeplab_largefov", "resnet18", 16, names)
+
+    train_seg.run(tiny_cfg(*FAST, "train_seg.labels=gt", "train_seg.max_steps=3"), resume=True)
+    assert [r["step"] for r in read_jsonl(out / "log.jsonl")] == [1, 2, 3]  # continued, not restarted
+
+
+def test_pseudo_labels_come_from_make_pseudo(tiny_cfg):
+    cfg = tiny_cfg(*FAST, "train_seg.max_steps=1")
+    with pytest.raises(RpnetError, match="make-pseudo"):
+        train_seg.run(cfg)
+    # All-ignore pseudo masks: not one labelled pixel, so the loss is exactly 0 (the ground truth would not be).
+    write_pseudo_masks(cfg, 255)
+    train_seg.run(cfg)
+    assert [r["loss"] for r in read_jsonl(cfg.work_dir / "train_seg" / "log.jsonl")] == [0.0]
+
+
+def test_backbone_init_auto_and_classifier(tiny_cfg):
+    cfg = tiny_cfg(*FAST, "train_seg.backbone_init=auto")
+    assert train_seg.resolve_init(cfg) == "scratch"  # no ImageNet weights, no stage 1 yet
+    classifier = write_classifier(cfg)
+    assert train_seg.resolve_init(cfg) == "classifier"
+    assert train_seg.resolve_init(tiny_cfg(*FAST, "train_seg.backbone_init=auto", "model.pretrained=x.pth")) \
+        == "pretrained"
+    net = train_seg.build_seg_model(cfg, 7, "classifier")
+    for key, value in net.backbone.state_dict().items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(value, classifier[f"backbone.{key}"]), key
