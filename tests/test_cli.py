@@ -25,3 +25,14 @@ def test_bad_override_is_one_line_on_stderr_and_nonzero(tmp_path, capsys):
 def test_python_dash_m_is_the_same_command():
     r = subprocess.run([sys.executable, "-m", "rpnet", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "train-cam" in r.stdout
+
+
+def test_segmentation_stages_follow_eval_pseudo_and_predict_export_have_help(capsys):
+    names = list(STAGES)
+    assert names[names.index("eval-pseudo") + 1:names.index("eval-pseudo") + 3] == ["train-seg", "eval-seg"]
+    for command in ("predict", "export"):
+        try:
+            main([command, "--help"])
+        except SystemExit as exc:
+            assert exc.code == 0
+        assert "--weights" in capsys.readouterr().out

@@ -76,3 +76,13 @@ def test_with_overrides_is_checked():
 def test_unknown_backbone_is_rejected_when_the_config_is_read():
     with pytest.raises(ConfigError, match="resnet50"):  # the message lists the valid names
         load_config(None, ["model.backbone=resnet9"])
+
+
+def test_segmentation_sections_defaults_and_checks():
+    cfg = load_config(None, ["train_seg.labels=gt", "eval_seg.scales=[1.0, 0.5]"])
+    assert cfg.train_seg.labels == "gt" and cfg.eval_seg.scales == (1.0, 0.5)
+    assert cfg.train_seg.architecture == "deeplab_largefov" and cfg.train_seg.output_stride == 8  # METHOD.md stage 8
+    with pytest.raises(ConfigError, match="train_seg.labels"):
+        load_config(None, ["train_seg.labels=crf"])
+    with pytest.raises(ConfigError, match="resnet50"):
+        load_config(None, ["train_seg.backbone=resnet9"])

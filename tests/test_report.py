@@ -236,3 +236,50 @@ def test_report_renders_with_its_images_in_a_headless_browser(report, tmp_path):
     n = len(Page(report).images)
     assert re.search(r'<div id="imgcheck">ok (\d+) of (\d+)</div>', dom).groups() == (str(n), str(n))
     assert "<h2>Metrics</h2>" in dom and "19.50" in dom
+
+
+def grid_rows(text: str, run_index: int = 0) -> list[list[str]]:
+    return Page(text).tables[f"predictions_{run_index}"]
+
+
+def test_prediction_grid_shows_image_prediction_and_truth_of_eval_seg_images(tiny_voc, tmp_path):
+    from rpnet.config import load_config, save_config
+    from rpnet.io import load_mask, save_mask
+    from rpnet.viz import colorize
+
+    work = make_work_dir(tmp_path / "work", {"seg_miou": 40.0, "seg_miou_crf": 41.5})
+    save_config(load_config(None, [f"data.root={tiny_voc}", f"work_dir={work}"]), work / "config.yaml")
+    val_ids = (tiny_voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[:2]
+    prediction = np.zeros((64, 64), np.uint8)
+    prediction[:, 32:] = 1  # right half class 1: VOC colour (128, 0, 0)
+    for image_id in val_ids:
+        save_mask(work / "eval_seg" / "masks" / f"{image_id}.png", prediction)
+    write_picture(work / "eval_seg" / "pictures" / f"{val_ids[0]}.png")
+    text = write_report({"run": work}, tmp_path / "report.html").read_text()
+
+    page = Page(text)
+    assert page.tables["metrics_table"][-2:] == [["segmentation mIoU (%)", "40.00"],
+                                                 ["segmentation mIoU with CRF (%)", "41.50"]]
+    rows = grid_rows(text)
+    assert rows[0] == ["image id", "image", "CAM", "pseudo mask", "prediction", "ground truth"]
+    assert [row[0] for row in rows[1:]] == sorted(val_ids)
+    assert all(row[2:4] == ["—", "—"] for row in rows[1:])  # no CAM or pseudo mask for val images
+    assert "<h3>run (eval_seg)</h3>" in text and val_ids[0] in page.captions
+    # the grid's pictures: image, prediction, ground truth for each of the two rows
+    grid = page.images[-6:]  # the grid comes last
+    decoded = [np.array(Image.open(io.BytesIO(base64.b64decode(s[len(DATA_PNG):]))).convert("RGB")) for s in grid]
+    truth = colorize(load_mask(tiny_voc / "SegmentationClass" / f"{sorted(val_ids)[0]}.png"))
+    assert np.array_equal(decoded[1], colorize(prediction)) and decoded[1][0, 40].tolist() == [128, 0, 0]
+    assert np.array_equal(decoded[2], truth) and decoded[0].shape == (64, 64, 3)
+
+
+def test_prediction_grid_without_a_dataset_still_shows_the_predictions(tmp_path):
+    from rpnet.io import save_mask
+
+    work = make_work_dir(tmp_path / "work", {})
+    save_mask(work / "eval_seg" / "masks" / "a.png", np.ones((4, 5), np.uint8))
+    (work / "make_pseudo" / "masks").mkdir(parents=True)
+    save_mask(work / "make_pseudo" / "masks" / "a.png", np.zeros((4, 5), np.uint8))
+    text = write_report({"run": work}, tmp_path / "report.html").read_text()
+    assert grid_rows(text)[1][0] == "a" and grid_rows(text)[1][1] == "—" and grid_rows(text)[1][5] == "—"
+    assert len(Page(text).images) == 2  # pseudo mask and prediction

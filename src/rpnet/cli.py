@@ -26,6 +26,8 @@ STAGES: dict[str, str] = {
     "train-irn": "rpnet.stages.train_irn",
     "make-pseudo": "rpnet.stages.make_pseudo",
     "eval-pseudo": "rpnet.stages.eval_pseudo",
+    "train-seg": "rpnet.stages.train_seg",
+    "eval-seg": "rpnet.stages.eval_seg",
 }
 
 STAGE_HELP = {
@@ -36,6 +38,8 @@ STAGE_HELP = {
     "train-irn": "stage 5: train the inter-pixel relation network (boundaries, displacements)",
     "make-pseudo": "stage 6: pseudo masks by random walk on the IRN boundary map",
     "eval-pseudo": "stage 7: pseudo-mask mIoU",
+    "train-seg": "stage 8: train the segmentation model (DeepLab) on the pseudo masks (or the ground truth)",
+    "eval-seg": "stage 9: multi-scale segmentation mIoU with and without a dense CRF; masks for submission",
 }
 
 log = logging.getLogger("rpnet")
@@ -81,7 +85,57 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Generate the synthetic dataset and run every stage for the baseline and RPNet.")
     demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
     demo.set_defaults(command="demo")
+    _add_predict_parsers(sub)
+    from .pipeline.commands import add_parsers as add_pipeline_parsers  # run, status, sweep
+
+    add_pipeline_parsers(sub)
     return parser
+
+
+def _add_predict_parsers(sub: argparse._SubParsersAction) -> None:
+    """``rpnet predict`` and ``rpnet export``: the trained segmentation model, no dataset needed."""
+    predict = sub.add_parser(
+        "predict", help="label images with a trained segmentation model (masks and overlays)",
+        description="Write OUT/masks/<name>.png (VOC palette) and OUT/overlays/<name>.jpg for each image.",
+    )
+    predict.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders of images")
+    predict.add_argument("--weights", type=Path, required=True, help="model.safetensors written by train-seg")
+    predict.add_argument("--classes", type=Path, help="class-list file replacing the names stored in the weights")
+    predict.add_argument("--out", type=Path, required=True, help="output folder")
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    predict.add_argument("--scales", type=float, nargs="+", help="inference scales (default: 1.0)")
+    predict.add_argument("--flip", action="store_true", help="also run the mirror image and average")
+    predict.add_argument("--tile-size", type=int,
+                         help="run larger images in overlapping tiles of this side (default 512)")
+    predict.add_argument("--tile-overlap", type=int, help="pixels neighbouring tiles share (default 128)")
+    predict.add_argument("--max-side", type=int,
+                         help="first downscale images whose long side exceeds this (default 4096)")
+    predict.set_defaults(command="predict")
+
+    export = sub.add_parser("export", help="export a trained segmentation model to TorchScript or ONNX",
+                            description="Normalised images (B, 3, H, W) in, logits (B, C, H, W) out.")
+    export.add_argument("--weights", type=Path, required=True, help="model.safetensors written by train-seg")
+    export.add_argument("--format", dest="fmt", choices=("onnx", "torchscript"), required=True)
+    export.add_argument("--out", type=Path, required=True, help="output file")
+    export.set_defaults(command="export")
+
+
+def _run_predict(args: argparse.Namespace) -> None:
+    from .predict import Predictor, predict_files
+
+    given = {"scales": args.scales, "tile_size": args.tile_size, "tile_overlap": args.tile_overlap,
+             "max_side": args.max_side}
+    options = {key: value for key, value in given.items() if value is not None}  # the rest: Predictor's defaults
+    predictor = Predictor.from_weights(args.weights, classes=args.classes, device=args.device, flip=args.flip,
+                                       **options)
+    written = predict_files(predictor, args.inputs, args.out)
+    print(f"{len(written)} masks written to {args.out / 'masks'}, overlays to {args.out / 'overlays'}")
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from .export import export_model
+
+    print(f"{args.fmt} model written to {export_model(args.weights, args.fmt, args.out)}")
 
 
 def _run_synth(args: argparse.Namespace) -> None:
@@ -96,10 +150,13 @@ def _run_synth(args: argparse.Namespace) -> None:
 
 def _run_stage(args: argparse.Namespace) -> None:
     from .config import load_config
+    from .engine.distributed import session
 
     cfg = load_config(args.config, args.overrides)
     module = importlib.import_module(STAGES[args.stage])
-    module.main(cfg, resume=args.resume)
+    # Under torchrun (WORLD_SIZE set) every rank joins the process group here; otherwise a no-op.
+    with session(cfg.engine.backend, cfg.device):
+        module.main(cfg, resume=args.resume)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_synth(args)
         elif args.command == "stage":
             _run_stage(args)
+        elif args.command == "predict":
+            _run_predict(args)
+        elif args.command == "export":
+            _run_export(args)
+        elif args.command in ("run", "status", "sweep"):
+            from .pipeline.commands import run_command
+
+            run_command(args)
         elif args.command == "demo":
             from .demo import run_demo
 

@@ -175,6 +175,66 @@ class EvalPseudoConfig:
 
 
 @dataclass(frozen=True)
+class TrainSegConfig:
+    """Stage 8: DeepLab on the pseudo masks (METHOD.md: DeepLab-LargeFOV, ResNet-50, poly lr, crop ~321-512,
+    flips and scale jitter). The numbers not in METHOD.md are DeepLab v2's VOC recipe: SGD lr 1e-3 with 10x on
+    the head, momentum 0.9, weight decay 5e-4, batch 10, crop 321, about 20k steps (20 epochs of train_aug)."""
+
+    labels: Literal["pseudo", "gt"] = "pseudo"  # gt: the ground-truth masks, the upper bound of the method
+    architecture: Literal["deeplab_largefov", "deeplabv3plus"] = "deeplab_largefov"
+    backbone: str | None = None  # None: model.backbone
+    output_stride: Literal[8, 16] = 8
+    # auto: ImageNet (model.pretrained) if given, else stage 1's backbone if trained, else from scratch
+    backbone_init: Literal["auto", "pretrained", "classifier", "scratch"] = "auto"
+    freeze_bn: bool | None = None  # None: frozen (running statistics) when ImageNet weights are loaded
+    epochs: int = 20
+    batch_size: int = 10
+    lr: float = 1e-3
+    head_lr_mult: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    crop_size: int = 321
+    scale_range: tuple[float, float] = (0.5, 1.5)
+    split: str | None = None  # None: data.train_split
+    amp: bool = True
+    log_every: int = 10
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        from .models.backbones import BACKBONES
+
+        if self.backbone is not None and self.backbone not in BACKBONES:
+            raise ConfigError(f"train_seg.backbone {self.backbone!r} is unknown; choose from {sorted(BACKBONES)}")
+
+
+@dataclass(frozen=True)
+class EvalSegConfig:
+    """Stage 9: multi-scale + flip inference on ``data.eval_split``, with and without a dense CRF (Table VIII)."""
+
+    scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
+    flip: bool = True
+    crf: bool = True  # also score (and write) the CRF-refined masks
+    split: str | None = None  # None: data.eval_split
+    num_pictures: int = 8
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the stages run, not what they compute: ranks under torchrun, batch norm across them, GPU layout.
+
+    Training batch sizes in the stage sections are global: under torchrun each of the R ranks
+    takes batch_size / R images per step; learning rates are used as configured, never scaled.
+    """
+
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # torch.distributed backend; auto: nccl on CUDA, else gloo
+    sync_bn: bool = False  # trainable batch norm over every rank's images (CUDA only); false: each rank's own
+    channels_last: bool = True  # NHWC tensors and weights on CUDA (tensor-core convolutions); ignored on CPU
+    inference_amp: bool = True  # bfloat16 autocast (float16 without bf16) for CAM inference on CUDA
+    trace_ranks: bool = False  # debug: each rank logs its images and a weights digest per step (train_*/trace/)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole experiment: one work dir, one seed, one section per stage."""
 
@@ -190,6 +250,9 @@ class Config:
     train_irn: TrainIrnConfig = field(default_factory=TrainIrnConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     eval_pseudo: EvalPseudoConfig = field(default_factory=EvalPseudoConfig)
+    train_seg: TrainSegConfig = field(default_factory=TrainSegConfig)
+    eval_seg: EvalSegConfig = field(default_factory=EvalSegConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -374,6 +437,9 @@ __all__ = [
     "TrainIrnConfig",
     "PseudoConfig",
     "EvalPseudoConfig",
+    "TrainSegConfig",
+    "EvalSegConfig",
+    "EngineConfig",
     "PROTOTYPE_LEVELS",
     "load_config",
     "parse_override",

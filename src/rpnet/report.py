@@ -1,9 +1,9 @@
 """The HTML report: one self-contained page comparing the runs in one or more work dirs.
 
 Reads what the stages left in each work dir (``metrics.json``, ``eval_cam/sweep.json``,
-the training logs, the example pictures, ``train_cam/config.yaml``) and writes a single
-HTML file with every picture and plot embedded as a base64 PNG, so the file can be
-mailed, attached to a CI run or opened offline. A stage that has not run leaves its
+the training logs, the example pictures, eval-seg's predicted masks, ``train_cam/config.yaml``)
+and writes a single HTML file with every picture and plot embedded as a base64 PNG, so the
+file can be mailed, attached to a CI run or opened offline. A stage that has not run leaves its
 section out. Every string read from a file is escaped before it reaches the page.
 """
 
@@ -33,6 +33,7 @@ BAR_INCHES = 0.3  # width per bar slot in the per-class charts
 MIN_PLOT_INCHES, MAX_PLOT_INCHES = 6.0, 16.0
 ROTATE_LABELS_ABOVE = 8  # classes; more than this and their names slant to fit
 TRAIN_PLOT_COLUMNS = 3
+DEFAULT_CAM_THRESHOLD = 0.15  # background score for the grid's CAM column when eval-cam left none
 RUN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 # (metrics.json key, row label, format); a row appears when any run has the value.
@@ -47,6 +48,10 @@ PER_CLASS = (("cam_per_class", "CAM"), ("pseudo_per_class", "pseudo labels"), ("
 TRAIN_STAGES = ("train_cam", "train_irn", "train_seg")
 LOG_FIELDS = frozenset({"epoch", "step", "lr", "images_per_s"})  # logged every step, but not loss terms
 PICTURE_DIRS = ("eval_pseudo", "eval_cam")  # the first one with pictures wins: it has the most panels
+SEG_PICTURES = Path("eval_seg") / "pictures"  # eval-seg's panels: image, prediction (with CRF), ground truth
+PREDICTIONS = Path("eval_seg") / "masks"  # eval-seg's predicted masks, <image id>.png in the VOC palette
+GRID_COLUMNS = ("image", "CAM", "pseudo mask", "prediction", "ground truth")
+THUMBNAIL_PX = 160  # long side of each picture in the prediction grid
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 1em auto; padding: 0 1em; color: #222; }
@@ -81,7 +86,7 @@ def write_report(work_dirs: Mapping[str, str | Path], out: str | Path, title: st
         raise ValueError("write_report needs at least one work dir")
     runs = [load_run(name, Path(path)) for name, path in work_dirs.items()]
     sections = (metrics_section(runs), per_class_section(runs), threshold_section(runs),
-                training_section(runs), examples_section(runs))
+                training_section(runs), examples_section(runs), predictions_section(runs))
     body = "\n".join(s for s in sections if s) or "<p>No stage has written results yet.</p>"
     return atomic_write_text(out, page(title, body + "\n" + footer(runs)))
 
@@ -207,23 +212,115 @@ def training_plot(logs: Mapping[str, list[dict[str, Any]]], terms: list[str]) ->
 def examples_section(runs: list[Run]) -> str:
     parts = []
     for run in runs:
-        pictures = example_pictures(run.work_dir)
-        if pictures:
-            figures = "".join(f"<figure>{img(p.read_bytes(), p.stem)}<figcaption>{esc(p.stem)}</figcaption></figure>\n"
-                              for p in pictures)
-            stage = pictures[0].parent.parent.name
-            parts.append(f'<h3>{esc(run.name)} ({esc(stage)})</h3>\n<div class="grid">\n{figures}</div>')
+        for pictures in (example_pictures(run.work_dir), spread_pictures(run.work_dir / SEG_PICTURES)):
+            if pictures:
+                figures = "".join(f"<figure>{img(p.read_bytes(), p.stem)}<figcaption>{esc(p.stem)}</figcaption>"
+                                  "</figure>\n" for p in pictures)
+                stage = pictures[0].parent.parent.name
+                parts.append(f'<h3>{esc(run.name)} ({esc(stage)})</h3>\n<div class="grid">\n{figures}</div>')
     return section("examples", "Examples", parts)
 
 
 def example_pictures(work_dir: Path) -> list[Path]:
-    """Up to EXAMPLES_PER_RUN PNG panels, spread over the sorted pictures of the richest eval stage."""
+    """Up to EXAMPLES_PER_RUN PNG panels, spread over the sorted pictures of the richest label stage."""
     for stage in PICTURE_DIRS:
-        paths = sorted(p for p in (work_dir / stage / "pictures").glob("*.png") if is_png(p))
+        paths = spread_pictures(work_dir / stage / "pictures")
         if paths:
-            picks = np.linspace(0, len(paths) - 1, min(EXAMPLES_PER_RUN, len(paths))).round().astype(int)
-            return [paths[i] for i in dict.fromkeys(picks)]
+            return paths
     return []
+
+
+def spread_pictures(folder: Path) -> list[Path]:
+    """Up to EXAMPLES_PER_RUN of the PNG files in ``folder``: first, last and evenly between."""
+    paths = sorted(p for p in folder.glob("*.png") if is_png(p))
+    if not paths:
+        return []
+    picks = np.linspace(0, len(paths) - 1, min(EXAMPLES_PER_RUN, len(paths))).round().astype(int)
+    return [paths[i] for i in dict.fromkeys(picks)]
+
+
+def predictions_section(runs: list[Run]) -> str:
+    """Per run, a grid with one row per example image of eval-seg: image, CAM, pseudo mask, prediction,
+    ground truth; a cell is a dash where that stage did not cover the image (CAMs and pseudo masks
+    exist for the training split, predictions for the evaluation split)."""
+    parts = []
+    for run in runs:
+        ids = [p.stem for p in spread_pictures(run.work_dir / PREDICTIONS)]
+        if not ids:
+            continue
+        sources = image_sources(run.work_dir, ids)
+        threshold = number(run.metrics.get("cam_threshold"))
+        rows = {image_id: [cell_html(panel, f"{image_id} {name}") for name, panel in
+                           zip(GRID_COLUMNS, grid_panels(run.work_dir, image_id, sources.get(image_id), threshold))]
+                for image_id in ids}
+        parts.append(f"<h3>{esc(run.name)}</h3>\n" + html_grid(f"predictions_{len(parts)}", rows))
+    return section("predictions", "Predictions", parts)
+
+
+def image_sources(work_dir: Path, ids: list[str]) -> dict[str, tuple[Path, Any]]:
+    """image id -> (image path, ground-truth reader) from the dataset the run's config names; {} when it
+    cannot be read (a moved dataset, or a work dir without a config): the grid then shows dashes."""
+    from .config import load_config
+    from .data.build import build_dataset
+    from .data.dataset import read_mask_file
+    from .errors import RpnetError
+
+    config = next((p for p in (work_dir / "config.yaml", work_dir / "eval_seg" / "config.yaml") if p.is_file()), None)
+    if config is None:
+        return {}
+    try:
+        cfg = load_config(config)
+        dataset = build_dataset(cfg.data, cfg.eval_seg.split or cfg.data.eval_split)
+    except (RpnetError, OSError, ValueError):
+        return {}
+    wanted = set(ids)
+    reader = dataset.mask_loader or read_mask_file
+    return {r.id: (r.image, lambda record=r: reader(record)) for r in dataset.records if r.id in wanted}
+
+
+def grid_panels(work_dir: Path, image_id: str, source: tuple[Path, Any] | None,
+                threshold: float | None) -> list[np.ndarray | None]:
+    """The five pictures of one grid row as (H, W, 3) uint8 arrays, None where there is none."""
+    from .data.images import read_image
+    from .io import load_mask, load_npz
+    from .ops.cam import cams_to_labels
+    from .viz import colorize
+
+    def mask_at(path: Path) -> np.ndarray | None:
+        return colorize(load_mask(path)) if path.is_file() else None
+
+    image = gt = cam = None
+    if source is not None:
+        image = read_image(source[0])
+        mask = source[1]()
+        gt = None if mask is None else colorize(mask)
+    cam_path = work_dir / "make_cam" / "cams" / f"{image_id}.npz"
+    if cam_path.is_file():
+        arrays = load_npz(cam_path)
+        cam = colorize(cams_to_labels(arrays["high_res"].astype(np.float32), arrays["keys"],
+                                      DEFAULT_CAM_THRESHOLD if threshold is None else threshold))
+    pseudo = mask_at(work_dir / "make_pseudo" / "masks" / f"{image_id}.png")
+    return [image, cam, pseudo, mask_at(work_dir / PREDICTIONS / f"{image_id}.png"), gt]
+
+
+def cell_html(panel: np.ndarray | None, alt: str) -> str:
+    if panel is None:
+        return MISSING
+    from PIL import Image
+
+    picture = Image.fromarray(np.asarray(panel, dtype=np.uint8))
+    picture.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG")
+    return img(buf.getvalue(), alt)
+
+
+def html_grid(id_: str, rows: Mapping[str, Sequence[str]]) -> str:
+    """A table of already-HTML cells (pictures), one row per image id, a column per GRID_COLUMNS entry."""
+    head = "<tr><th>image id</th>" + "".join(f"<th>{esc(c)}</th>" for c in GRID_COLUMNS) + "</tr>\n"
+    body = "".join(f"<tr><th>{esc(image_id)}</th>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>\n"
+                   for image_id, cells in rows.items())
+    return f'<table id="{id_}">\n{head}{body}</table>'
 
 
 def is_png(path: Path) -> bool:

@@ -18,6 +18,7 @@ import numpy as np
 
 from .common import scored_dataset, stage_dir
 from ..config import Config
+from ..engine.distributed import all_reduce_sum, barrier, shard, world
 from ..errors import RpnetError
 from ..io import load_npz, update_metrics, write_json
 from ..metrics import ConfusionMatrix, format_iou_table, per_class_iou
@@ -62,7 +63,9 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
     matrices = [ConfusionMatrix(num_labels) for _ in thresholds]
     pictures = set(picture_indices(len(dataset), cfg.eval_cam.num_pictures))
     shown = []
-    for i, record in enumerate(dataset.records):
+    current = world()
+    for i in shard(range(len(dataset)), current):  # under torchrun each rank scores its share
+        record = dataset.records[i]
         path = cams_root / f"{record.id}.npz"
         if not path.exists():
             raise RpnetError(f"no CAM for image {record.id} at {path}: run make-cam first")
@@ -75,17 +78,21 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
             cm.update(gt, cams_to_labels(high, cam["keys"], float(t)))
         if i in pictures:
             shown.append((record.id, sample["image"], high, cam["keys"], gt))
+    for cm, summed in zip(matrices, all_reduce_sum(np.stack([cm.matrix for cm in matrices]))):
+        cm.matrix = summed
     mious = [cm.miou() * 100 for cm in matrices]
     best = int(np.argmax(mious))
     per_class = per_class_iou(matrices[best], dataset.class_names)
     for image_id, image, high, keys, gt in shown:  # drawn at the best threshold, known only now
         save_picture(out_dir / "pictures" / f"{image_id}.png", image, high, keys, gt, float(thresholds[best]),
                      dataset.class_names)
-    write_json(out_dir / "sweep.json", {"thresholds": thresholds.tolist(), "miou": [round(m, 3) for m in mious]})
     metrics = {"cam_miou": round(mious[best], 2), "cam_threshold": float(thresholds[best]), "cam_per_class": per_class}
-    update_metrics(cfg.work_dir, **metrics)
-    print(format_iou_table(per_class, mious[best],
-                           f"CAM on {split} ({len(dataset)} images), best background threshold {thresholds[best]:g}"))
+    if current.is_main:
+        write_json(out_dir / "sweep.json", {"thresholds": thresholds.tolist(), "miou": [round(m, 3) for m in mious]})
+        update_metrics(cfg.work_dir, **metrics)
+        print(format_iou_table(per_class, mious[best],
+                               f"CAM on {split} ({len(dataset)} images), best background threshold {thresholds[best]:g}"))
+    barrier()
     return metrics
 
 

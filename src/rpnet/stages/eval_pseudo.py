@@ -16,6 +16,7 @@ import numpy as np
 
 from .common import scored_dataset, stage_dir
 from ..config import Config
+from ..engine.distributed import all_reduce_sum, barrier, shard, world
 from ..errors import RpnetError
 from ..io import load_mask, load_npz, read_json, update_metrics
 from ..metrics import ConfusionMatrix, format_iou_table, per_class_iou
@@ -66,7 +67,9 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
     threshold = cam_threshold(cfg)
     matrix = ConfusionMatrix(dataset.num_classes + 1)
     pictures = set(picture_indices(len(dataset), cfg.eval_pseudo.num_pictures))
-    for i, record in enumerate(dataset.records):
+    current = world()
+    for i in shard(range(len(dataset)), current):  # under torchrun each rank scores its share
+        record = dataset.records[i]
         path = masks / f"{record.id}.png"
         pseudo = load_mask(path)
         sample = dataset[i]
@@ -77,11 +80,14 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
         if i in pictures:
             save_picture(out_dir / "pictures" / f"{record.id}.png", cfg, record.id, sample["image"], pseudo, gt,
                          threshold)
+    matrix.matrix = all_reduce_sum(matrix.matrix)
     miou = matrix.miou() * 100
     per_class = per_class_iou(matrix, dataset.class_names)
     metrics = {"pseudo_miou": round(miou, 2), "pseudo_per_class": per_class}
-    update_metrics(cfg.work_dir, **metrics)
-    print(format_iou_table(per_class, miou, f"pseudo masks on {split} ({len(dataset)} images)"))
+    if current.is_main:
+        update_metrics(cfg.work_dir, **metrics)
+        print(format_iou_table(per_class, miou, f"pseudo masks on {split} ({len(dataset)} images)"))
+    barrier()
     return metrics
 
 

@@ -30,6 +30,7 @@ from ..data.images import read_image
 from ..engine.progress import progress_bar
 from ..errors import RpnetError
 from ..io import load_npz, save_mask
+from ..engine.distributed import barrier, shard, world
 from ..ops.crf import confident_labels
 from .make_cam import cam_dir
 
@@ -74,7 +75,9 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     out.mkdir(exist_ok=True)
     dataset = ir_label_dataset(cfg)
     cams = cam_dir(cfg.work_dir)
-    todo = [r for r in dataset.records if not (out / f"{r.id}.png").exists()]
+    current = world()
+    # Each rank takes its shard before looking for finished files, so ranks never split differently.
+    todo = [r for r in shard(dataset.records, current) if not (out / f"{r.id}.png").exists()]
     for record in todo:
         if not (cams / f"{record.id}.npz").exists():
             raise RpnetError(f"no CAM for image {record.id} at {cams / f'{record.id}.npz'}: run make-cam first")
@@ -82,7 +85,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     jobs = [(r.image, cams / f"{r.id}.npz", out / f"{r.id}.png", tc.fg_threshold, tc.bg_threshold) for r in todo]
     log.info("make-ir-label: %d of %d images to do (%d done before), %d workers",
              len(todo), len(dataset), len(dataset) - len(todo), tc.workers)
-    bar = progress_bar(len(jobs), "make-ir-label", "img")
+    bar = progress_bar(len(jobs), "make-ir-label", "img", enabled=current.is_main)
     try:
         if tc.workers <= 1 or len(jobs) <= 1:
             for job in jobs:
@@ -104,6 +107,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
                     raise
     finally:
         bar.close()
+    barrier()
     return out
 
 

@@ -26,6 +26,7 @@ from ..config import Config
 from ..data.build import build_dataset
 from ..data.transforms import eval_transform
 from ..engine.checkpoint import load_model_weights
+from ..engine.distributed import barrier, shard, world
 from ..engine.progress import progress_bar
 from ..engine.trainer import WEIGHTS_NAME
 from ..errors import RpnetError
@@ -75,7 +76,8 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     split = cfg.pseudo.split or cfg.data.train_split
     dataset = build_dataset(cfg.data, split, eval_transform())
     cams = cam_dir(cfg.work_dir)
-    todo = [i for i, r in enumerate(dataset.records) if not (out / f"{r.id}.png").exists()]
+    current = world()
+    todo = [i for i in shard(range(len(dataset)), current) if not (out / f"{dataset.records[i].id}.png").exists()]
     for i in todo:
         path = cams / f"{dataset.records[i].id}.npz"
         if not path.exists():
@@ -88,8 +90,9 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     net.to(device).eval()
     pc = cfg.pseudo
     log.info("make-pseudo: %d of %d images to do (%d done before)", len(todo), len(dataset), len(dataset) - len(todo))
-    bar = progress_bar(len(todo), "make-pseudo", "img")
-    for sample in DataLoader(Subset(dataset, todo), batch_size=None, num_workers=cfg.data.num_workers):
+    bar = progress_bar(len(todo), "make-pseudo", "img", enabled=current.is_main)
+    for sample in DataLoader(Subset(dataset, todo), batch_size=None, num_workers=cfg.data.num_workers,
+                             pin_memory=device.type == "cuda"):
         image_id, image = sample["id"], sample["image"]
         height, width = image.shape[-2:]
         # IRN pads every image to its training crop, so that GroupNorm sees maps like those it trained on.
@@ -108,6 +111,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
         save_mask(out / f"{image_id}.png", pseudo.cpu().numpy())
         bar.update(1)
     bar.close()
+    barrier()
     return out
 
 

@@ -1,0 +1,142 @@
+"""``rpnet run``: every stage in order in one work dir, each only when its inputs changed.
+
+For each stage, from its state (:mod:`.state`): done -> skipped; partial -> continued
+with ``run(cfg, resume=True)`` (per-image stages skip finished images, training stages
+go on from ``last.pt``); stale or missing -> its folder and the metrics it added are
+deleted and it runs afresh. A stage that reran gets a new run id, so the stages below
+it become stale in turn. ``start`` forces a fresh run of that stage and all after it;
+``until`` stops after that stage.
+
+Under torchrun every rank runs the loop and every stage; rank 0 alone deletes folders and
+writes records, and the ranks wait for each other around each stage, so that all of them
+read the same states.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, save_config
+from ..engine.distributed import barrier, world
+from ..errors import ConfigError
+from ..io import read_json, write_json
+from .graph import check_stage, stage_module, stage_order
+from .state import DONE_RECORD, STARTED_RECORD, StageStatus, stage_statuses
+
+log = logging.getLogger(__name__)
+
+RUN_CONFIG = "config.yaml"  # the resolved config, in the work dir, for `rpnet status`
+METRICS = "metrics.json"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What the runner did with one stage: ``action`` is "skipped", "ran" or "resumed"."""
+
+    name: str
+    action: str
+    seconds: float  # this run's; for a skipped stage, the recorded duration of the run that made it
+    metrics: dict[str, Any]
+
+
+def stage_range(order: list[str], start: str | None, until: str | None) -> tuple[int, int]:
+    """Indices into ``order`` of the first forced stage (len(order) when none) and the last stage to run."""
+    for name in (start, until):
+        if name is not None:
+            check_stage(name, order)
+    first = order.index(start) if start else len(order)
+    last = order.index(until) if until else len(order) - 1
+    if start and first > last:
+        raise ConfigError(f"--from {start} comes after --until {until}")
+    return first, last
+
+
+def run_pipeline(cfg: Config, *, start: str | None = None, until: str | None = None) -> list[StageResult]:
+    """Bring every stage up to ``until`` (default: the last) up to date in ``cfg.work_dir``.
+
+    ``start``: rerun that stage and every later one even when they are done. Writes the
+    resolved config to ``WORK_DIR/config.yaml`` and ``done.json`` into each stage's folder.
+    Returns one :class:`StageResult` per stage considered, in order.
+    """
+    order = stage_order()
+    first, last = stage_range(order, start, until)
+    work = Path(cfg.work_dir)
+    main = world().is_main
+    if main:
+        work.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, work / RUN_CONFIG)
+    results = []
+    for index, name in enumerate(order[:last + 1]):
+        # Recomputed per stage: a stage that just reran changes the state of those below it.
+        status = stage_statuses(cfg, order)[name]
+        forced = index >= first
+        if status.state == "done" and not forced:
+            record = status.record or {}
+            log.info("run: %s is up to date (fingerprint %s), skipped", name, status.fingerprint)
+            results.append(StageResult(name, "skipped", float(record.get("seconds", 0.0)), record.get("metrics", {})))
+            continue
+        resume = status.state == "partial" and not forced
+        barrier()  # every rank has read the state before rank 0 changes it
+        if main and not resume:
+            clear_stage(work, status)
+        barrier()  # and no rank starts the stage on the old outputs
+        results.append(run_stage(cfg, name, status, resume=resume, main=main))
+        barrier()  # done.json is written before any rank reads the next state
+    return results
+
+
+def clear_stage(work: Path, status: StageStatus) -> None:
+    """Delete a stage's folder and the metrics its last finished run added to metrics.json."""
+    if status.folder.exists():
+        log.info("run: %s is %s: deleting %s", status.name, status.state, status.folder)
+        shutil.rmtree(status.folder)
+    added = (status.record or {}).get("metrics", {})
+    path = work / METRICS
+    if added and path.exists():
+        metrics = read_json(path)
+        write_json(path, {k: v for k, v in metrics.items() if k not in added})
+
+
+def run_stage(cfg: Config, name: str, status: StageStatus, *, resume: bool, main: bool = True) -> StageResult:
+    """Run one stage between its two records; an exception leaves ``started.json`` for a later resume.
+
+    ``status``: the stage's state read before the run (its fingerprint and upstream run ids).
+    ``main``: whether this process writes the records (rank 0).
+    """
+    log.info("run: %s: %s (fingerprint %s)", name, "continuing" if resume else "running", status.fingerprint)
+    inputs = {"stage": name, "fingerprint": status.fingerprint, "upstream": status.upstream_runs}
+    started_path = status.folder / STARTED_RECORD
+    if main:
+        status.folder.mkdir(parents=True, exist_ok=True)
+        started = read_json(started_path) if resume and started_path.exists() else {}
+        write_json(started_path, {**inputs, "started": started.get("started", now())})
+    before = read_metrics(Path(cfg.work_dir))
+    clock = time.perf_counter()
+    stage_module(name).run(cfg, resume=resume)
+    seconds = round(time.perf_counter() - clock, 2)
+    after = read_metrics(Path(cfg.work_dir))
+    added = {k: v for k, v in after.items() if k not in before or before[k] != v}
+    if main:
+        write_json(status.folder / DONE_RECORD, {
+            **inputs, "run_id": uuid.uuid4().hex, "finished": now(), "seconds": seconds, "resumed": resume,
+            "metrics": added,
+        })
+        started_path.unlink(missing_ok=True)
+    log.info("run: %s done in %.1f s", name, seconds)
+    return StageResult(name, "resumed" if resume else "ran", seconds, added)
+
+
+def read_metrics(work: Path) -> dict[str, Any]:
+    path = work / METRICS
+    return read_json(path) if path.exists() else {}
+
+
+def now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")

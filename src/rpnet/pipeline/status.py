@@ -1,0 +1,45 @@
+"""``rpnet status WORK_DIR``: each stage's state, when it finished, how long it took, its figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, load_config
+from ..errors import DataError
+from .runner import RUN_CONFIG
+from .state import StageStatus, stage_statuses
+
+COLUMNS = ("stage", "state", "finished", "seconds", "figures")
+
+
+def work_dir_config(work_dir: str | Path) -> Config:
+    """The config ``rpnet run`` saved in ``work_dir``, pointed at ``work_dir`` (the folder may have moved)."""
+    path = Path(work_dir) / RUN_CONFIG
+    if not path.is_file():
+        raise DataError(f"{path} not found: {work_dir} is not a work dir made by `rpnet run`")
+    return load_config(path, [f"work_dir={Path(work_dir)}"])
+
+
+def figures(metrics: dict[str, Any]) -> str:
+    """The scalar metrics a stage added, e.g. ``cam_miou 48.30, cam_threshold 0.25`` (per-class tables left out)."""
+    return ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def status_rows(statuses: dict[str, StageStatus]) -> list[tuple[str, ...]]:
+    """One row of :data:`COLUMNS` per stage; a stale stage shows what its old outputs reported."""
+    rows = []
+    for status in statuses.values():
+        record = status.record or {}
+        seconds = record.get("seconds")
+        rows.append((status.name, status.state, str(record.get("finished", "")),
+                     "" if seconds is None else f"{seconds:.1f}", figures(record.get("metrics", {}))))
+    return rows
+
+
+def format_status(work_dir: str | Path) -> str:
+    """The status table of ``work_dir`` as text, one line per stage."""
+    rows = [COLUMNS, *status_rows(stage_statuses(work_dir_config(work_dir)))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in rows)

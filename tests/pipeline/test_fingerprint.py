@@ -1,0 +1,50 @@
+"""Fingerprints: order-free hashes of a stage's sections, its upstream stages and the dataset's index files."""
+
+import os
+
+from rpnet.config import load_config
+from rpnet.pipeline.fingerprint import data_files, data_fingerprint, digest, stage_fingerprints
+
+STAGES = ["train-cam", "make-cam", "eval-cam", "make-ir-label", "train-irn", "make-pseudo", "eval-pseudo"]
+
+
+def changed(a, b):
+    return [name for name in STAGES if a[name] != b[name]]
+
+
+def test_digest_ignores_key_order_and_sees_values():
+    assert digest({"a": 1, "b": [1, 2]}) == digest({"b": [1, 2], "a": 1})
+    assert digest({"a": 1}) != digest({"a": 1.5}) and len(digest({})) == 16
+
+
+def test_a_section_changes_its_readers_and_every_stage_below_them(tiny_voc):
+    base = stage_fingerprints(load_config(None, [f"data.root={tiny_voc}"]), STAGES)
+    assert len(set(base.values())) == len(STAGES)
+
+    def with_(*overrides):
+        return stage_fingerprints(load_config(None, [f"data.root={tiny_voc}", *overrides]), STAGES)
+
+    assert changed(base, with_("eval_pseudo.num_pictures=2")) == ["eval-pseudo"]
+    assert changed(base, with_("make_cam.flip=false")) == STAGES[1:]  # everything reads CAMs
+    assert changed(base, with_("pseudo.beta=8")) == ["make-pseudo", "eval-pseudo"]
+    assert changed(base, with_("eval_cam.threshold=0.2")) == ["eval-cam", "eval-pseudo"]
+    assert changed(base, with_("model.beta=0.7")) == STAGES
+    assert changed(base, with_("work_dir=elsewhere", "device=cpu", "data.num_workers=4", "ir_label.workers=8",
+                               "make_cam.batch_size=1", "engine.sync_bn=true")) == []
+
+
+def test_the_dataset_fingerprint_lists_the_split_files_and_sees_them_change(tiny_voc):
+    cfg = load_config(None, [f"data.root={tiny_voc}"])
+    names = [row[0] for row in data_files(cfg.data)["root"]]
+    assert "ImageSets/Segmentation/train.txt" in names and "ImageSets/Segmentation/val.txt" in names
+    assert not any(name.startswith("JPEGImages") for name in names)  # images are not read
+    before = data_fingerprint(cfg.data)
+    split = tiny_voc / "ImageSets" / "Segmentation" / "val.txt"
+    stat = split.stat()
+    try:
+        os.utime(split, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        assert data_fingerprint(cfg.data) != before
+    finally:
+        os.utime(split, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert data_fingerprint(cfg.data) == before
+    assert data_fingerprint(load_config(None, [f"data.root={tiny_voc}", "data.fraction=0.5"]).data) != before

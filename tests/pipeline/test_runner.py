@@ -1,0 +1,188 @@
+"""The runner on a fake pipeline (fast), then once on the real first three stages of the tiny dataset."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from rpnet.errors import ConfigError
+from rpnet.io import load_npz
+from rpnet.pipeline import run_pipeline, stage_statuses
+from rpnet.pipeline.runner import stage_range
+from rpnet.stages.make_cam import cam_dir
+
+FAKE_ORDER = ("train-cam", "make-cam", "eval-cam", "make-ir-label", "train-irn", "make-pseudo", "eval-pseudo")
+
+
+class Killed(RuntimeError):
+    """Raised to stop the real make-cam half-way."""
+
+IRN_AND_BELOW = ["make-ir-label", "train-irn", "make-pseudo", "eval-pseudo"]
+
+
+def test_first_run_runs_every_stage_once_and_a_rerun_runs_none(fake, fake_cfg):
+    cfg = fake_cfg()
+    results = run_pipeline(cfg)
+    assert fake.ran() == list(FAKE_ORDER)
+    assert [(r.name, r.action) for r in results] == [(n, "ran") for n in FAKE_ORDER]
+    statuses = stage_statuses(cfg)
+    for name in FAKE_ORDER:
+        record = json.loads((cfg.work_dir / name.replace("-", "_") / "done.json").read_text())
+        assert record["fingerprint"] == statuses[name].fingerprint and statuses[name].state == "done"
+        assert not (cfg.work_dir / name.replace("-", "_") / "started.json").exists()
+    assert results[2].metrics == {"cam_miou": 15.0}  # eval_cam.threshold 0.15, in percent
+    assert (cfg.work_dir / "config.yaml").is_file()
+
+    again = run_pipeline(cfg)
+    assert fake.ran() == []
+    assert [r.action for r in again] == ["skipped"] * len(FAKE_ORDER)
+    assert again[2].metrics == {"cam_miou": 15.0}
+
+
+def test_a_changed_section_reruns_its_stages_and_those_below_only(fake, fake_cfg):
+    run_pipeline(fake_cfg())
+    fake.ran()
+    cfg = fake_cfg("ir_label.fg_threshold=0.4")  # read by make-ir-label and train-irn
+    run_pipeline(cfg)
+    assert fake.ran() == IRN_AND_BELOW
+    fresh = fake_cfg("ir_label.fg_threshold=0.4", work="fresh")
+    run_pipeline(fresh)
+    assert fake.outputs(cfg.work_dir) == fake.outputs(fresh.work_dir)  # no stale item kept
+    fake.ran()
+
+    cfg = fake_cfg("ir_label.fg_threshold=0.4", "eval_cam.threshold=0.25")
+    run_pipeline(cfg)
+    assert fake.ran() == ["eval-cam", "eval-pseudo"]
+    assert json.loads((cfg.work_dir / "metrics.json").read_text())["cam_miou"] == 25.0
+
+
+def test_runtime_keys_rerun_nothing(fake, fake_cfg):
+    run_pipeline(fake_cfg())
+    fake.ran()
+    run_pipeline(fake_cfg("data.num_workers=3", "ir_label.workers=1", "train_cam.log_every=7"))
+    assert fake.ran() == []
+
+
+def test_from_forces_a_rerun_and_until_stops(fake, fake_cfg):
+    cfg = fake_cfg()
+    results = run_pipeline(cfg, until="eval-cam")
+    assert fake.ran() == ["train-cam", "make-cam", "eval-cam"] and len(results) == 3
+    assert [s.state for s in stage_statuses(cfg).values()] == ["done"] * 3 + ["missing"] * 4
+    run_pipeline(cfg)
+    assert fake.ran() == IRN_AND_BELOW
+    run_pipeline(cfg, start="make-pseudo")
+    assert fake.ran() == ["make-pseudo", "eval-pseudo"]
+    run_pipeline(cfg, start="make-cam", until="eval-cam")
+    assert fake.ran() == ["make-cam", "eval-cam"]
+    # make-cam ran again, so what was made from its old outputs is stale though its config is not.
+    states = {name: s.state for name, s in stage_statuses(cfg).items()}
+    assert states["make-ir-label"] == "stale" and states["eval-pseudo"] == "stale" and states["train-cam"] == "done"
+    run_pipeline(cfg)
+    assert fake.ran() == IRN_AND_BELOW
+
+
+def test_stage_names_are_checked(fake, fake_cfg):
+    with pytest.raises(ConfigError, match="unknown stage 'make-cams'; choose from train-cam, make-cam"):
+        run_pipeline(fake_cfg(), start="make-cams")
+    with pytest.raises(ConfigError, match="--from eval-pseudo comes after --until make-cam"):
+        stage_range(list(FAKE_ORDER), "eval-pseudo", "make-cam")
+
+
+def test_a_stage_killed_half_way_is_continued_and_ends_as_an_uninterrupted_run(fake, fake_cfg):
+    whole = fake_cfg(work="whole")
+    run_pipeline(whole)
+    fake.ran()
+
+    cfg = fake_cfg(work="killed")
+    fake.kill["make-ir-label"] = 2
+    with pytest.raises(fake.Killed):
+        run_pipeline(cfg)
+    assert fake.ran() == ["train-cam", "make-cam", "eval-cam", "make-ir-label"]
+    assert stage_statuses(cfg)["make-ir-label"].state == "partial"
+    assert sorted(p.name for p in (cfg.work_dir / "make_ir_label").glob("item*")) == ["item0.txt", "item1.txt"]
+
+    results = run_pipeline(cfg)
+    assert fake.calls == [("make-ir-label", True), ("train-irn", False), ("make-pseudo", False),
+                          ("eval-pseudo", False)]
+    assert results[3].action == "resumed"
+    assert fake.outputs(cfg.work_dir) == fake.outputs(whole.work_dir)
+    assert json.loads((cfg.work_dir / "metrics.json").read_text()) == json.loads(
+        (whole.work_dir / "metrics.json").read_text())
+
+
+def test_a_killed_stage_whose_config_changed_starts_afresh(fake, fake_cfg):
+    fake.kill["make-ir-label"] = 3
+    with pytest.raises(fake.Killed):
+        run_pipeline(fake_cfg())
+    fake.ran()
+    cfg = fake_cfg("ir_label.bg_threshold=0.1")
+    assert stage_statuses(cfg)["make-ir-label"].state == "stale"
+    run_pipeline(cfg)
+    assert fake.calls[0] == ("make-ir-label", False)
+    texts = {p.read_text() for p in (cfg.work_dir / "make_ir_label").glob("item*.txt")}
+    assert len(texts) == 1 and '"bg_threshold": 0.1' in texts.pop()  # none of the three old items kept
+
+
+def test_a_folder_made_by_a_stage_command_is_continued_when_its_config_matches(fake, fake_cfg):
+    cfg = fake_cfg()
+    run_pipeline(cfg, until="train-cam")
+    fake.run("make-cam", cfg, resume=False)  # as `rpnet make-cam CONFIG` would: no runner records
+    fake.ran()
+    run_pipeline(cfg, until="make-cam")
+    assert fake.calls == [("make-cam", True)]
+
+    shutil.rmtree(cfg.work_dir / "make_cam")
+    fake.run("make-cam", cfg, resume=False)
+    fake.calls.clear()
+    other = fake_cfg("make_cam.flip=false")  # not the config the folder was made with
+    assert stage_statuses(other)["make-cam"].state == "stale"
+    run_pipeline(other, until="make-cam")
+    assert fake.calls == [("make-cam", False)]
+
+
+def test_a_rerun_stage_drops_its_old_metrics_until_it_has_new_ones(fake, fake_cfg):
+    cfg = fake_cfg()
+    run_pipeline(cfg)
+    fake.kill["eval-cam"] = 0
+    with pytest.raises(fake.Killed):
+        run_pipeline(fake_cfg("eval_cam.threshold=0.3"))
+    metrics = json.loads((cfg.work_dir / "metrics.json").read_text())
+    assert "cam_miou" not in metrics and metrics["pseudo_miou"] == 25.0  # eval-pseudo has not rerun yet
+
+
+@pytest.mark.slow
+def test_real_make_cam_killed_half_way_resumes_to_the_same_cams(tiny_cfg, monkeypatch):
+    """train-cam, make-cam, eval-cam on the tiny dataset; make-cam dies after 3 of its 8 images."""
+    from rpnet.stages import make_cam
+
+    cfg = tiny_cfg("make_cam.batch_size=1", "eval_cam.num_pictures=0", "train_cam.max_steps=1")
+    real_save, saved = make_cam.save_npz, []
+
+    def dying_save(path, **arrays):
+        if len(saved) == 3:
+            raise Killed("make-cam killed")
+        saved.append(path)
+        return real_save(path, **arrays)
+
+    monkeypatch.setattr(make_cam, "save_npz", dying_save)
+    with pytest.raises(Killed):
+        run_pipeline(cfg, until="eval-cam")
+    cams = cam_dir(cfg.work_dir)
+    assert len(list(cams.glob("*.npz"))) == 3 and stage_statuses(cfg)["make-cam"].state == "partial"
+    monkeypatch.setattr(make_cam, "save_npz", real_save)
+
+    trained = (cfg.work_dir / "train_cam" / "done.json").read_text()
+    results = run_pipeline(cfg, until="eval-cam")
+    assert [r.action for r in results] == ["skipped", "resumed", "ran"]
+    assert (cfg.work_dir / "train_cam" / "done.json").read_text() == trained
+    resumed = {p.name: load_npz(p) for p in sorted(cams.glob("*.npz"))}
+    miou = json.loads((cfg.work_dir / "metrics.json").read_text())["cam_miou"]
+
+    run_pipeline(cfg, start="make-cam", until="eval-cam")  # the same weights, make-cam uninterrupted
+    fresh = {p.name: load_npz(p) for p in sorted(cams.glob("*.npz"))}
+    assert list(resumed) == list(fresh) and len(fresh) == 8
+    for name, arrays in fresh.items():
+        for key, value in arrays.items():
+            np.testing.assert_array_equal(resumed[name][key], value)
+    assert json.loads((cfg.work_dir / "metrics.json").read_text())["cam_miou"] == miou

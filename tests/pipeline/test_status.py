@@ -1,0 +1,44 @@
+"""``rpnet status``: one line per stage with its state and figures, from the config saved in the work dir."""
+
+import pytest
+
+from rpnet.cli import main
+from rpnet.errors import DataError
+from rpnet.pipeline import format_status, run_pipeline
+from rpnet.pipeline.status import figures
+
+
+def lines_by_stage(text):
+    rows = [line.split() for line in text.splitlines()]
+    assert rows[0] == ["stage", "state", "finished", "seconds", "figures"]
+    return {row[0]: row for row in rows[1:]}
+
+
+def test_status_shows_done_stale_partial_and_missing(fake, fake_cfg, capsys):
+    cfg = fake_cfg()
+    run_pipeline(cfg, until="eval-cam")
+    rows = lines_by_stage(format_status(cfg.work_dir))
+    assert [rows[n][1] for n in fake.ORDER] == ["done"] * 3 + ["missing"] * 4
+    assert rows["eval-cam"][-2:] == ["cam_miou", "15.00"]
+    fake.kill["make-ir-label"] = 1
+    with pytest.raises(fake.Killed):
+        run_pipeline(fake_cfg("eval_cam.threshold=0.2"))  # saves the new config, reruns eval-cam first
+    rows = lines_by_stage(format_status(cfg.work_dir))
+    assert rows["eval-cam"][-1] == "20.00" and rows["make-ir-label"][1] == "partial"
+    run_pipeline(fake_cfg("eval_cam.threshold=0.2", "make_cam.flip=false"), until="train-cam")
+    assert main(["status", str(cfg.work_dir)]) == 0  # the saved config now has make_cam.flip false
+    rows = lines_by_stage(capsys.readouterr().out)
+    assert rows["train-cam"][1] == "done" and rows["make-cam"][1] == "stale" and rows["eval-cam"][1] == "stale"
+    assert rows["make-ir-label"][1] == "stale" and rows["eval-pseudo"][1] == "missing"
+
+
+def test_status_of_a_folder_that_is_no_work_dir_is_an_error(tmp_path, capsys):
+    with pytest.raises(DataError, match="config.yaml not found"):
+        format_status(tmp_path)
+    assert main(["status", str(tmp_path)]) == 1
+    assert "is not a work dir made by `rpnet run`" in capsys.readouterr().err
+
+
+def test_figures_keep_numbers_and_leave_tables_out():
+    assert figures({"cam_miou": 48.3, "cam_threshold": 0.25, "cam_per_class": {"cat": 1.0}, "ok": True}) == \
+        "cam_miou 48.30, cam_threshold 0.25"
