@@ -13,7 +13,7 @@ the graph travels inside it, as the JSON of :meth:`rpnet.predict.SegmentationSpe
 TorchScript comes from ``torch.jit.trace``; ONNX from ``torch.onnx.export`` with the TorchScript-
 based exporter (``dynamo=False``), which needs only the ``onnx`` package, unlike the default
 dynamo exporter of recent torch versions, which also needs ``onnxscript``
-(``pip install rpnet[export]`` installs onnx, onnxscript and onnxruntime).
+(``pip install rpnet[export]`` installs onnx and onnxruntime; the test extra ``dev`` has them too).
 """
 
 from __future__ import annotations
