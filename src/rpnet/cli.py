@@ -121,15 +121,21 @@ def _add_predict_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .engine.distributed import all_reduce_sum, session, world
     from .predict import Predictor, predict_files
 
     given = {"scales": args.scales, "tile_size": args.tile_size, "tile_overlap": args.tile_overlap,
              "max_side": args.max_side}
     options = {key: value for key, value in given.items() if value is not None}  # the rest: Predictor's defaults
-    predictor = Predictor.from_weights(args.weights, classes=args.classes, device=args.device, flip=args.flip,
-                                       **options)
-    written = predict_files(predictor, args.inputs, args.out)
-    print(f"{len(written)} masks written to {args.out / 'masks'}, overlays to {args.out / 'overlays'}")
+    with session(device=args.device):  # under torchrun: each rank labels its share of the images
+        predictor = Predictor.from_weights(args.weights, classes=args.classes, device=args.device, flip=args.flip,
+                                           **options)
+        written = predict_files(predictor, args.inputs, args.out)
+        total = int(all_reduce_sum(np.array([len(written)]))[0])  # every rank's masks
+        if world().is_main:
+            print(f"{total} masks written to {args.out / 'masks'}, overlays to {args.out / 'overlays'}")
 
 
 def _run_export(args: argparse.Namespace) -> None:

@@ -371,16 +371,20 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
 
     Writes ``OUT/masks/<name>.png`` (palette PNG, the labels) and ``OUT/overlays/<name>.jpg``
     (the class colours over the image) per image and returns the mask paths. A file that is not
-    a readable image stops the run with a DataError naming it.
+    a readable image stops the run with a DataError naming it. Under torchrun each rank labels
+    every R-th image (the output names are decided over all images first, so they never collide).
     """
+    from .engine.distributed import barrier, shard, world
     from .engine.progress import progress_bar
 
     out_dir = Path(out_dir)
     paths = collect_images(inputs)
     written = []
-    bar = progress_bar(len(paths), "predict", "img")
+    current = world()
+    mine = shard(list(zip(paths, output_names(paths))), current)
+    bar = progress_bar(len(mine), "predict", "img", enabled=current.is_main)
     try:
-        for path, name in zip(paths, output_names(paths)):
+        for path, name in mine:
             image = read_image(path)
             labels = predictor(image)
             written.append(save_mask(out_dir / "masks" / f"{name}.png", labels))
@@ -388,6 +392,7 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
             bar.update(1)
     finally:
         bar.close()
+    barrier()
     log.info("predict: %d masks written to %s", len(written), out_dir / "masks")
     return written
 
