@@ -63,7 +63,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny_cfg):
 
 
 def test_gt_labels_write_weights_with_metadata_log_and_resume(tiny_cfg):
-    cfg = tiny_cfg(*FAST, "train_seg.labels=gt", "train_seg.max_steps=2")
+    cfg = tiny_cfg(*FAST, "train_seg.labels=gt", "train_seg.max_steps=2", "train_seg.architecture=deeplab_largefov")
     weights = train_seg.run(cfg)
     out = weights.parent
     assert weights == cfg.work_dir / "train_seg" / "model.safetensors" and (out / "last.pt").is_file()
@@ -75,7 +75,8 @@ def test_gt_labels_write_weights_with_metadata_log_and_resume(tiny_cfg):
     assert (spec.architecture, spec.backbone, spec.output_stride, spec.class_names) == \
         ("deeplab_largefov", "resnet18", 16, names)
 
-    train_seg.run(tiny_cfg(*FAST, "train_seg.labels=gt", "train_seg.max_steps=3"), resume=True)
+    train_seg.run(tiny_cfg(*FAST, "train_seg.labels=gt", "train_seg.max_steps=3", "train_seg.architecture=deeplab_largefov"),
+                  resume=True)
     assert [r["step"] for r in read_jsonl(out / "log.jsonl")] == [1, 2, 3]  # continued, not restarted
 
 
