@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from .common import stage_dir
@@ -25,15 +26,18 @@ from ..data.transforms import collate, train_transform
 from ..engine.checkpoint import unwrap
 from ..engine.distributed import rank_seed, split_batch, world, wrap_model
 from ..engine.schedule import sgd_param_groups
-from ..engine.trainer import LoopSettings, train
+from ..engine.trainer import LoopSettings, WEIGHTS_NAME, train
+from ..errors import ConfigError, RpnetError
 from ..losses import classifier_loss
 from ..models.backbones import build_backbone
 from ..models.rpnet import PrototypeSettings, RPNetClassifier
+from ..models.weights import check_state_dict, read_weights
 from ..runtime import resolve_device, seed_everything, to_memory_format, use_channels_last
 
 log = logging.getLogger(__name__)
 
 STAGE_DIR = "train_cam"
+CLASSIFIER_BACKBONE_PREFIX = "backbone."  # the backbone's keys in this stage's weights
 
 
 def build_classifier(model: ModelConfig, num_classes: int, *, load_pretrained: bool = True) -> RPNetClassifier:
@@ -53,6 +57,24 @@ def build_classifier(model: ModelConfig, num_classes: int, *, load_pretrained: b
             activation_norm=model.activation_norm,
         )
     return RPNetClassifier(backbone, num_classes, settings, detach_block2=model.detach_block2)
+
+
+def load_classifier_backbone(backbone: nn.Module, work_dir: Path, *, missing_hint: str, mismatch_hint: str) -> Path:
+    """Copy the backbone of this stage's ``WORK_DIR/train_cam/model.safetensors`` into ``backbone``.
+
+    Later stages start from it when there are no ImageNet weights. ``missing_hint`` ends the error
+    when the file is absent, ``mismatch_hint`` the one when its keys or shapes do not fit. Returns the file.
+    """
+    source = Path(work_dir) / STAGE_DIR / WEIGHTS_NAME
+    if not source.is_file():
+        raise RpnetError(f"no classifier weights at {source} {missing_hint}")
+    state = {k.removeprefix(CLASSIFIER_BACKBONE_PREFIX): v for k, v in read_weights(source).items()
+             if k.startswith(CLASSIFIER_BACKBONE_PREFIX)}
+    problems = check_state_dict(backbone, state)
+    if problems:
+        raise ConfigError(f"{source}: the classifier's backbone {mismatch_hint}; " + "; ".join(problems))
+    backbone.load_state_dict(state, strict=False)  # check_state_dict has refused every real difference
+    return source
 
 
 def run(cfg: Config, *, resume: bool = False) -> Path:

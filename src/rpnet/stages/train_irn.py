@@ -32,22 +32,21 @@ from ..engine.checkpoint import save_model_weights
 from ..engine.distributed import all_reduce_sum, barrier, rank_seed, shard, split_batch, world, wrap_model
 from ..engine.progress import progress_bar
 from ..engine.schedule import sgd_param_groups
-from ..engine.trainer import LoopSettings, WEIGHTS_NAME, train
+from ..engine.trainer import LoopSettings, train
 from ..errors import ConfigError, RpnetError
 from ..losses import irn_loss
 from ..models.backbones import build_backbone
 from ..models.irn import IRN_STRIDE, IRNet
-from ..models.weights import check_state_dict, load_backbone_weights, read_weights
+from ..models.weights import load_backbone_weights
 from ..ops.affinity import affinity_labels, downsample_labels, path_index
 from ..runtime import resolve_device, seed_everything, to_memory_format, use_channels_last
 from .make_ir_label import ir_label_dataset, label_dir
-from .train_cam import STAGE_DIR as TRAIN_CAM_DIR
+from .train_cam import load_classifier_backbone
 
 log = logging.getLogger(__name__)
 
 STAGE_DIR = "train_irn"
 DISPLACEMENT_LR_MULT = 10.0  # IRN trains the displacement branch at 10x the boundary branch's lr
-CLASSIFIER_BACKBONE_PREFIX = "backbone."  # the backbone's keys in stage 1's weights
 
 
 def build_irn(model: ModelConfig) -> IRNet:
@@ -72,17 +71,11 @@ def init_backbone(net: IRNet, cfg: Config) -> str:
         source = Path(cfg.model.pretrained)
         load_backbone_weights(net.backbone, source)
         return f"ImageNet weights {source}"
-    source = Path(cfg.work_dir) / TRAIN_CAM_DIR / WEIGHTS_NAME
-    if not source.is_file():
-        raise RpnetError(f"no classifier weights at {source} to start IRN's backbone from: run train-cam first "
-                         "(or set model.pretrained)")
-    state = {k.removeprefix(CLASSIFIER_BACKBONE_PREFIX): v for k, v in read_weights(source).items()
-             if k.startswith(CLASSIFIER_BACKBONE_PREFIX)}
-    problems = check_state_dict(net.backbone, state)
-    if problems:
-        raise ConfigError(f"{source}: the classifier's backbone does not fit a {cfg.model.backbone} at output "
-                          f"stride {cfg.model.output_stride} (set model.* as in stage 1); " + "; ".join(problems))
-    net.backbone.load_state_dict(state, strict=False)  # check_state_dict has refused every real difference
+    source = load_classifier_backbone(
+        net.backbone, cfg.work_dir,
+        missing_hint="to start IRN's backbone from: run train-cam first (or set model.pretrained)",
+        mismatch_hint=f"does not fit a {cfg.model.backbone} at output stride {cfg.model.output_stride} "
+                      "(set model.* as in stage 1)")
     return f"the classifier {source}"
 
 

@@ -39,12 +39,11 @@ from ..engine.trainer import LoopSettings, WEIGHTS_NAME, train
 from ..errors import ConfigError, DataError, RpnetError
 from ..losses import segmentation_loss
 from ..models.deeplab import build_segmentation_model
-from ..models.weights import check_state_dict, read_weights
 from ..predict import SegmentationSpec, save_segmentation_weights
 from ..runtime import resolve_device, seed_everything, to_memory_format, use_channels_last
 from .make_pseudo import mask_dir as pseudo_mask_dir
-from .train_cam import STAGE_DIR as TRAIN_CAM_DIR
-from .train_irn import CLASSIFIER_BACKBONE_PREFIX, epoch_batches
+from .train_cam import STAGE_DIR as TRAIN_CAM_DIR, load_classifier_backbone
+from .train_irn import epoch_batches
 
 log = logging.getLogger(__name__)
 
@@ -85,25 +84,13 @@ def build_seg_model(cfg: Config, num_classes: int, init: str) -> nn.Module:
                                    output_stride=ts.output_stride, norm="frozen" if frozen_bn else "bn",
                                    pretrained=cfg.model.pretrained if pretrained else None)
     if init == "classifier":
-        load_classifier_backbone(net.backbone, cfg)
+        load_classifier_backbone(
+            net.backbone, cfg.work_dir,
+            missing_hint="to start the segmentation backbone from: run train-cam first, or set "
+                         "train_seg.backbone_init to 'scratch' or 'pretrained'",
+            mismatch_hint=f"does not fit a {seg_backbone(cfg)} (train_seg.backbone must be model.backbone "
+                          "to start from the classifier)")
     return net
-
-
-def load_classifier_backbone(backbone: nn.Module, cfg: Config) -> Path:
-    """Copy stage 1's backbone weights into ``backbone``; return the file they came from."""
-    source = Path(cfg.work_dir) / TRAIN_CAM_DIR / WEIGHTS_NAME
-    if not source.is_file():
-        raise RpnetError(f"no classifier weights at {source} to start the segmentation backbone from: run "
-                         "train-cam first, or set train_seg.backbone_init to 'scratch' or 'pretrained'")
-    state = {k.removeprefix(CLASSIFIER_BACKBONE_PREFIX): v for k, v in read_weights(source).items()
-             if k.startswith(CLASSIFIER_BACKBONE_PREFIX)}
-    problems = check_state_dict(backbone, state)
-    if problems:
-        raise ConfigError(f"{source}: the classifier's backbone does not fit a {seg_backbone(cfg)} "
-                          "(train_seg.backbone must be model.backbone to start from the classifier); "
-                          + "; ".join(problems))
-    backbone.load_state_dict(state, strict=False)  # check_state_dict has refused every real difference
-    return source
 
 
 def training_dataset(cfg: Config) -> TaggedImages:
