@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from rpnet.config import load_config
 from rpnet.data.build import build_dataset
@@ -11,7 +11,6 @@ from rpnet.data.transforms import eval_transform
 from rpnet.engine.checkpoint import load_model_weights
 from rpnet.errors import ConfigError, RpnetError
 from rpnet.io import read_jsonl, save_mask
-from rpnet.models.backbones import build_backbone
 from rpnet.stages import train_irn
 from rpnet.stages.make_ir_label import label_dir
 
@@ -25,19 +24,7 @@ def write_labels(cfg):
         save_mask(label_dir(cfg.work_dir) / f"{rec.id}.png", data[i]["mask"])
 
 
-def write_classifier(cfg, seed=1):
-    """Stage 1's weights file with a random resnet18 backbone under "backbone." (and a head)."""
-    torch.manual_seed(seed)
-    backbone = build_backbone(cfg.model.backbone, output_stride=cfg.model.output_stride)
-    tensors = {f"backbone.{k}": v.contiguous() for k, v in backbone.state_dict().items()}
-    tensors["classifier.weight"] = torch.randn(6, backbone.channels["block4"], 1, 1)
-    path = cfg.work_dir / "train_cam" / "model.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path))
-    return tensors
-
-
-def test_two_steps_write_weights_log_and_config(tiny_cfg):
+def test_two_steps_write_weights_log_and_config(tiny_cfg, write_classifier):
     cfg = tiny_cfg(*FAST, "train_irn.max_steps=2")
     write_labels(cfg)
     classifier = write_classifier(cfg)
@@ -57,7 +44,7 @@ def test_two_steps_write_weights_log_and_config(tiny_cfg):
     assert "edge_out.weight" in state and "disp_out.weight" in state
 
 
-def test_displacement_mean_centres_the_field(tiny_cfg):
+def test_displacement_mean_centres_the_field(tiny_cfg, write_classifier):
     # the saved mean is the mean field over the training images, so in eval mode (mean
     # subtracted) the field averages to zero over those images (64 px images = the whole crop)
     cfg = tiny_cfg(*FAST, "train_irn.max_steps=1")
@@ -71,7 +58,7 @@ def test_displacement_mean_centres_the_field(tiny_cfg):
     torch.testing.assert_close(field.mean(dim=(0, 2, 3)), torch.zeros(2), atol=1e-4, rtol=0)
 
 
-def test_resume_continues_from_the_checkpoint(tiny_cfg):
+def test_resume_continues_from_the_checkpoint(tiny_cfg, write_classifier):
     cfg = tiny_cfg(*FAST, "train_irn.max_steps=2")
     write_labels(cfg)
     write_classifier(cfg)
@@ -112,7 +99,7 @@ def test_missing_inputs_are_clear_errors(tiny_cfg):
         train_irn.run(tiny_cfg(*FAST, "train_irn.batch_size=16"))
 
 
-def test_a_classifier_of_another_backbone_is_refused(tiny_cfg):
+def test_a_classifier_of_another_backbone_is_refused(tiny_cfg, write_classifier):
     cfg = tiny_cfg(*FAST)
     write_labels(cfg)
     write_classifier(cfg)

@@ -3,14 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from rpnet.config import load_config
 from rpnet.data.build import build_dataset
 from rpnet.errors import RpnetError
 from rpnet.io import read_jsonl, save_mask
 from rpnet.losses import segmentation_loss
-from rpnet.models.backbones import build_backbone
 from rpnet.predict import read_spec
 from rpnet.stages import train_seg
 from rpnet.stages.make_pseudo import mask_dir
@@ -24,18 +22,6 @@ def write_pseudo_masks(cfg, label):
     data = build_dataset(cfg.data, cfg.data.train_split)
     for i, rec in enumerate(data.records):
         save_mask(mask_dir(cfg.work_dir) / f"{rec.id}.png", np.full(data[i]["mask"].shape, label, np.uint8))
-
-
-def write_classifier(cfg, seed=1):
-    """Stage 1's weights file: a random backbone under "backbone." and a classifier head."""
-    torch.manual_seed(seed)
-    backbone = build_backbone(cfg.model.backbone, output_stride=cfg.model.output_stride)
-    tensors = {f"backbone.{k}": v.contiguous() for k, v in backbone.state_dict().items()}
-    tensors["classifier.weight"] = torch.randn(6, backbone.channels["block4"], 1, 1)
-    path = cfg.work_dir / "train_cam" / "model.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path))
-    return tensors
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny_cfg):
@@ -90,7 +76,7 @@ def test_pseudo_labels_come_from_make_pseudo(tiny_cfg):
     assert [r["loss"] for r in read_jsonl(cfg.work_dir / "train_seg" / "log.jsonl")] == [0.0]
 
 
-def test_backbone_init_auto_and_classifier(tiny_cfg):
+def test_backbone_init_auto_and_classifier(tiny_cfg, write_classifier):
     cfg = tiny_cfg(*FAST, "train_seg.backbone_init=auto")
     assert train_seg.resolve_init(cfg) == "scratch"  # no ImageNet weights, no stage 1 yet
     classifier = write_classifier(cfg)
