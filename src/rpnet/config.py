@@ -258,17 +258,23 @@ class Config:
 # --------------------------------------------------------------------------- loading
 
 
+def read_yaml(path: str | Path, kind: str = "config") -> Any:
+    """The parsed contents of a YAML file; a ConfigError when it is missing (``kind`` names it) or invalid."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{kind} file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
     """Read a YAML config (or the defaults when ``path`` is None) and apply ``KEY=VALUE`` overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        loaded = read_yaml(path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import yaml
 
-from .config import Config, load_config
+from .config import Config, load_config, read_yaml
 from .errors import ConfigError
 from .io import atomic_write_text, read_json, write_json
 
@@ -114,12 +113,7 @@ class Table:
 def load_sweep(path: str | Path) -> Sweep:
     """Parse and check a sweep file; errors name the file and the key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml(path, "sweep")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a sweep file is a mapping with keys {', '.join(SWEEP_KEYS)}")
     check_keys(raw, SWEEP_KEYS, str(path))
