@@ -162,19 +162,16 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
              ec.flip, ec.crf, " (reusing finished masks)" if reuse else "")
     metrics = evaluate(predictor.probabilities, dataset, cfg.work_dir, crf=ec.crf, num_pictures=ec.num_pictures,
                        reuse=reuse)
-    if not world().is_main:
-        barrier()
-        return metrics
-    if not metrics:
-        barrier()
-        log.info("eval-seg: split %r has no masks: masks written to %s, nothing scored", split,
-                 mask_dir(cfg.work_dir))
-        return metrics
-    update_metrics(cfg.work_dir, **metrics)
-    print(format_iou_table(metrics["seg_per_class"], metrics["seg_miou"],
-                           f"segmentation on {split} ({len(dataset)} images)"))
-    if ec.crf:
-        print(f"with dense CRF: mIoU {metrics['seg_miou_crf']:.1f}")
+    if world().is_main:  # the metrics are every rank's (all-reduced); one rank writes them
+        if metrics:
+            update_metrics(cfg.work_dir, **metrics)
+            print(format_iou_table(metrics["seg_per_class"], metrics["seg_miou"],
+                                   f"segmentation on {split} ({len(dataset)} images)"))
+            if ec.crf:
+                print(f"with dense CRF: mIoU {metrics['seg_miou_crf']:.1f}")
+        else:
+            log.info("eval-seg: split %r has no masks: masks written to %s, nothing scored", split,
+                     mask_dir(cfg.work_dir))
     barrier()
     return metrics
 
