@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..data.sampling import shard_indices
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ def shard(items: Sequence[T], current: World | None = None) -> list[T]:
     over the ranks. Every rank must pass the same ``items`` in the same order.
     """
     current = current or world()
-    return list(items[current.rank::current.size])
+    return [items[i] for i in shard_indices(len(items), current.size, current.rank)]
 
 
 def split_batch(global_batch: int, world_size: int, multiple: int = 1, key: str = "batch_size") -> int:
