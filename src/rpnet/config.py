@@ -66,7 +66,9 @@ class ModelConfig:
     ls_detach_enhanced: bool = False  # stop the gradient through the enhanced branch in L_s
     lc_on_original: bool = False  # also apply L_c to the original branch
     cam_source: Literal["original", "enhanced"] = "original"  # which branch make-cam uses
-    detach_block2: bool = True  # IRN: no gradient into block1-2 of the CAM branch
+    # IRN: no gradient into block1-2 of the CAM branch. None: detached when pretrained weights are loaded;
+    # from scratch, a detached block1-2 would stay random (it gets no gradient from anywhere else).
+    detach_block2: bool | None = None
     freeze_bn: bool | None = None  # None: frozen (running statistics) when pretrained weights are loaded
     freeze_stem: bool | None = None  # conv1/bn1 frozen; None: when pretrained (a random stem is not worth keeping)
 
@@ -150,6 +152,9 @@ class TrainIrnConfig:
     crop_size: int = 512
     scale_range: tuple[float, float] = (0.5, 1.5)
     path_radius: int = 10
+    # IRN freezes the backbone (ImageNet features already hold edges); true also trains it (at lr x1,
+    # stem and batch-norm statistics still frozen), for a backbone trained from scratch on few images.
+    train_backbone: bool = False
     amp: bool = True
     log_every: int = 10
     max_steps: int | None = None

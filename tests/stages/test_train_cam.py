@@ -5,6 +5,7 @@ import yaml
 from safetensors.torch import load_file
 
 from rpnet.config import load_config
+from rpnet.models.backbones import build_backbone
 from rpnet.io import read_jsonl
 from rpnet.stages import train_cam
 
@@ -33,3 +34,24 @@ def test_baseline_has_no_prototype_module(tiny_cfg):
     assert not any(k.startswith("embeddings.") for k in load_file(str(weights)))
     log = read_jsonl(weights.parent / "log.jsonl")
     assert log[-1]["l_s"] == 0.0
+
+
+def _block_grads(model):
+    """Which of block1-2 and block3 get a gradient from one classification loss."""
+    model.train()
+    model(torch.randn(2, 3, 64, 64)).logits.sum().backward()
+    grad = lambda p: p.grad is not None and bool(p.grad.abs().sum() > 0)  # noqa: E731
+    b = model.backbone
+    return grad(b.layer1[0].conv1.weight), grad(b.layer2[0].conv1.weight), grad(b.layer3[0].conv1.weight)
+
+
+def test_block2_is_trained_from_scratch_and_detached_with_imagenet_weights(tiny_cfg, tmp_path):
+    # IRN detaches block1-2 because ImageNet trained them; from scratch nothing else would.
+    scratch = tiny_cfg("model.prototypes=false")
+    assert _block_grads(train_cam.build_classifier(scratch.model, 6)) == (True, True, True)
+    weights = tmp_path / "imagenet.pth"
+    torch.save(build_backbone("resnet18").state_dict(), weights)
+    pretrained = tiny_cfg("model.prototypes=false", f"model.pretrained={weights}")
+    assert _block_grads(train_cam.build_classifier(pretrained.model, 6)) == (False, False, True)
+    forced = tiny_cfg("model.prototypes=false", "model.detach_block2=true")
+    assert _block_grads(train_cam.build_classifier(forced.model, 6)) == (False, False, True)

@@ -45,6 +45,7 @@ def build_classifier(model: ModelConfig, num_classes: int, *, load_pretrained: b
     pretrained = model.pretrained is not None
     frozen_bn = pretrained if model.freeze_bn is None else model.freeze_bn
     frozen_stem = pretrained if model.freeze_stem is None else model.freeze_stem
+    detach_block2 = pretrained if model.detach_block2 is None else model.detach_block2
     backbone = build_backbone(
         model.backbone, output_stride=model.output_stride, norm="frozen" if frozen_bn else "bn",
         freeze_stem=frozen_stem, pretrained=model.pretrained if load_pretrained else None,
@@ -56,7 +57,7 @@ def build_classifier(model: ModelConfig, num_classes: int, *, load_pretrained: b
             sigma=model.sigma if model.gaussian else None, embed_dim=model.embed_dim, compare=model.compare,
             activation_norm=model.activation_norm,
         )
-    return RPNetClassifier(backbone, num_classes, settings, detach_block2=model.detach_block2)
+    return RPNetClassifier(backbone, num_classes, settings, detach_block2=detach_block2)
 
 
 def load_classifier_backbone(backbone: nn.Module, work_dir: Path, *, missing_hint: str, mismatch_hint: str) -> Path:
