@@ -44,6 +44,20 @@ def test_two_steps_write_weights_log_and_config(tiny_cfg, write_classifier):
     assert "edge_out.weight" in state and "disp_out.weight" in state
 
 
+def test_train_backbone_trains_the_backbone_but_not_its_stem(tiny_cfg, write_classifier):
+    cfg = tiny_cfg(*FAST, "train_irn.max_steps=1", "train_irn.train_backbone=true")
+    write_labels(cfg)
+    classifier = write_classifier(cfg)
+    state = load_file(str(train_irn.run(cfg)))
+    assert torch.equal(state["backbone.conv1.weight"], classifier["backbone.conv1.weight"])  # the stem stays
+    assert torch.equal(state["backbone.bn1.weight"], classifier["backbone.bn1.weight"])
+    for key in ("backbone.layer1.0.conv1.weight", "backbone.layer4.0.conv2.weight"):
+        assert not torch.equal(state[key], classifier[key]), key
+    # running statistics are not updated (frozen batch norm), only the affine parameters learn
+    for key in ("backbone.layer2.0.bn1.running_mean", "backbone.layer2.0.bn1.running_var"):
+        assert torch.equal(state[key], classifier[key]), key
+
+
 def test_displacement_mean_centres_the_field(tiny_cfg, write_classifier):
     # the saved mean is the mean field over the training images, so in eval mode (mean
     # subtracted) the field averages to zero over those images (64 px images = the whole crop)

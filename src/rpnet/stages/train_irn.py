@@ -1,6 +1,7 @@
 """Stage 5: train the inter-pixel relation network (METHOD.md stage 5, IRN's train_irn).
 
-IRNet's two branches learn on a frozen backbone from stage 4's confident labels: pairs of
+IRNet's two branches learn on a frozen backbone (or, with ``train_irn.train_backbone``, a trained
+one) from stage 4's confident labels: pairs of
 pixels less than ``train_irn.path_radius`` apart (at stride 4) with the same label should have
 no class boundary between them and pairs with different labels should; same-class pairs also
 supervise the displacement field (:func:`rpnet.losses.irn_loss`). Unsure pixels (255) and
@@ -49,14 +50,14 @@ STAGE_DIR = "train_irn"
 DISPLACEMENT_LR_MULT = 10.0  # IRN trains the displacement branch at 10x the boundary branch's lr
 
 
-def build_irn(model: ModelConfig) -> IRNet:
-    """An IRNet with a frozen, randomly initialised backbone of ``model.backbone``.
+def build_irn(model: ModelConfig, *, train_backbone: bool = False) -> IRNet:
+    """An IRNet on a randomly initialised backbone of ``model.backbone``, frozen unless ``train_backbone``.
 
-    The backbone is frozen and always in eval mode, so batch norm uses running statistics
-    throughout (IRN's FixedBatchNorm); the state-dict keys are those of ordinary batch norm.
+    Batch norm uses running statistics throughout (IRN's FixedBatchNorm) and the stem stays frozen
+    either way; the state-dict keys are those of ordinary batch norm.
     """
     backbone = build_backbone(model.backbone, output_stride=model.output_stride, norm="frozen", freeze_stem=True)
-    return IRNet(backbone, freeze_backbone=True)
+    return IRNet(backbone, freeze_backbone=not train_backbone)
 
 
 def init_backbone(net: IRNet, cfg: Config) -> str:
@@ -157,7 +158,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     steps_per_epoch = len(dataset) // tc.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"train_irn.batch_size {tc.batch_size} is larger than the {len(dataset)} training images")
-    net = build_irn(cfg.model)
+    net = build_irn(cfg.model, train_backbone=tc.train_backbone)
     source = init_backbone(net, cfg)
     channels_last = use_channels_last(device, cfg.engine.channels_last)
     to_memory_format(net.to(device), channels_last)
@@ -167,14 +168,15 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
                          DISPLACEMENT_LR_MULT),
         lr=tc.lr, momentum=tc.momentum,
     )
-    # The backbone is frozen, so every trainable parameter (the two branches) gets a gradient each step.
+    # Every trainable parameter (the two branches, and the backbone past its stem when trained) gets a gradient.
     model = wrap_model(net, device, sync_bn=cfg.engine.sync_bn, find_unused_parameters=False)
     if current.rank:
         torch.manual_seed(rank_seed(cfg.seed, current.rank))  # rank 0 keeps the single-process stream
     index = path_index(tc.path_radius)
     log.info("train-irn: %d images, %s backbone from %s, %d epochs x %d steps, batch %d = %d rank(s) x %d, "
-             "crop %d, radius %d", len(dataset), cfg.model.backbone, source, tc.epochs, steps_per_epoch,
-             tc.batch_size, current.size, per_rank, tc.crop_size, tc.path_radius)
+             "crop %d, radius %d%s", len(dataset), cfg.model.backbone, source, tc.epochs, steps_per_epoch,
+             tc.batch_size, current.size, per_rank, tc.crop_size, tc.path_radius,
+             ", backbone trained too" if tc.train_backbone else ", backbone frozen")
 
     def batches(epoch: int, skip: int):
         dataset.set_epoch(epoch)
