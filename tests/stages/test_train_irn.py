@@ -25,7 +25,7 @@ def write_labels(cfg):
 
 
 def test_two_steps_write_weights_log_and_config(tiny_cfg, write_classifier):
-    cfg = tiny_cfg(*FAST, "train_irn.max_steps=2")
+    cfg = tiny_cfg(*FAST, "train_irn.max_steps=2", "train_irn.train_backbone=false")  # IRN's default
     write_labels(cfg)
     classifier = write_classifier(cfg)
     weights = train_irn.run(cfg)
