@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 from PIL import Image
@@ -153,10 +153,15 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def update_metrics(work_dir: str | Path, **values: Any) -> dict[str, Any]:
-    """Merge ``values`` into ``WORK_DIR/metrics.json`` (INTERFACE.md) and return the whole object."""
+def update_metrics(work_dir: str | Path, *, drop: Iterable[str] = (), **values: Any) -> dict[str, Any]:
+    """Merge ``values`` into ``WORK_DIR/metrics.json`` (INTERFACE.md) and return the whole object.
+
+    Keys in ``drop`` are removed first: figures the stage no longer computes must not linger.
+    """
     path = Path(work_dir) / "metrics.json"
     metrics = read_json(path) if path.exists() else {}
+    for key in drop:
+        metrics.pop(key, None)
     metrics.update(values)
     write_json(path, metrics)
     return metrics

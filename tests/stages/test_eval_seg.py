@@ -90,3 +90,6 @@ def test_run_writes_metrics_masks_and_skips_finished_images(tiny_cfg):
     assert [p.stat().st_mtime_ns for p in masks] == stamps
     eval_seg.run(tiny_cfg(*overrides, "eval_seg.flip=false"))  # other settings: predicted again
     assert [p.stat().st_mtime_ns for p in masks] != stamps
+    eval_seg.run(tiny_cfg(*overrides, "eval_seg.crf=false"))  # no CRF: the old CRF figures go
+    saved = read_json(cfg.work_dir / "metrics.json")
+    assert "seg_miou" in saved and not {"seg_miou_crf", "seg_per_class_crf"} & set(saved)

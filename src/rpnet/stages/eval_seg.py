@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 STAGE_DIR = "eval_seg"
 SETTINGS_NAME = "inference.json"
 HASH_CHUNK = 1 << 20  # bytes read at a time when hashing the weights
+CRF_METRICS = ("seg_miou_crf", "seg_per_class_crf")  # only written, and kept, when eval_seg.crf is on
+
 
 # image (H, W, 3) uint8 -> class probabilities (C, H, W)
 ProbabilityFn = Callable[[np.ndarray], np.ndarray]
@@ -133,8 +135,8 @@ def evaluate(probabilities: ProbabilityFn, dataset: TaggedImages, work_dir: Path
     matrix.matrix, matrix_crf.matrix = all_reduce_sum(np.stack([matrix.matrix, matrix_crf.matrix]))
     metrics = {"seg_miou": round(matrix.miou() * 100, 2), "seg_per_class": per_class_iou(matrix, dataset.class_names)}
     if crf:
-        metrics.update(seg_miou_crf=round(matrix_crf.miou() * 100, 2),
-                       seg_per_class_crf=per_class_iou(matrix_crf, dataset.class_names))
+        metrics.update(zip(CRF_METRICS, (round(matrix_crf.miou() * 100, 2),
+                                         per_class_iou(matrix_crf, dataset.class_names))))
     return metrics
 
 
@@ -164,7 +166,7 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
                        reuse=reuse)
     if world().is_main:  # the metrics are every rank's (all-reduced); one rank writes them
         if metrics:
-            update_metrics(cfg.work_dir, **metrics)
+            update_metrics(cfg.work_dir, drop=CRF_METRICS, **metrics)
             print(format_iou_table(metrics["seg_per_class"], metrics["seg_miou"],
                                    f"segmentation on {split} ({len(dataset)} images)"))
             if ec.crf:
