@@ -6,8 +6,10 @@ on CPU (gloo backend) with the tiny synthetic set; each launch costs ~10-15 s on
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +220,38 @@ def test_make_cam_on_two_ranks_writes_the_files_of_one(tiny_cfg, tmp_path):
         for key in ("cam", "high_res"):
             assert a[key].dtype == b[key].dtype == np.float16
             np.testing.assert_allclose(a[key].astype(np.float32), b[key].astype(np.float32), atol=1e-3)
+
+
+
+@pytest.mark.slow
+def test_two_ranks_killed_mid_run_resume_to_the_uninterrupted_weights(tiny_cfg, tmp_path):
+    """A 2-rank train-cam killed once its first epoch's checkpoint exists, then run again with
+    --resume, ends with the weights of the same run left alone (every rank reloads last.pt)."""
+    exact = [o for o in EXACT if not o.startswith("train_cam.max_steps")]
+    straight = tiny_cfg(*exact, "train_cam.epochs=3", f"work_dir={tmp_path / 'straight'}")
+    save_config(straight, tmp_path / "straight.yaml")
+    torchrun(2, "train-cam", str(tmp_path / "straight.yaml"))
+    killed = tiny_cfg(*exact, "train_cam.epochs=3", f"work_dir={tmp_path / 'killed'}")
+    save_config(killed, tmp_path / "killed.yaml")
+    out = tmp_path / "killed" / "train_cam"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           "-m", "rpnet", "train-cam", str(tmp_path / "killed.yaml")]
+    job = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + TORCHRUN_TIMEOUT_S
+    while not (out / "last.pt").exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)  # the launcher and both ranks, mid-run
+    job.wait()
+    assert not (out / "model.safetensors").exists(), "the run ended before it could be killed"
+    done = torchrun(2, "train-cam", str(tmp_path / "killed.yaml"), "--resume")
+    assert "resuming from" in done.stderr
+    resumed = load_file(str(out / "model.safetensors"))
+    expected = load_file(str(tmp_path / "straight" / "train_cam" / "model.safetensors"))
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], atol=1e-6, rtol=1e-5, msg=name)
+    ranks = [read_jsonl(out / "trace" / f"rank{r}.jsonl") for r in range(2)]
+    last = ranks[0][-1]["step"]
+    assert last == ranks[1][-1]["step"] == len(read_jsonl(tmp_path / "straight" / "train_cam" / "trace" / "rank0.jsonl"))
+    assert ranks[0][-1]["weights"] == ranks[1][-1]["weights"]  # the ranks agree at the end
