@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-
 from .config import Config, load_config, read_yaml
 from .errors import ConfigError
 from .io import atomic_write_text, read_json, write_json

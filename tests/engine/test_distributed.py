@@ -143,11 +143,17 @@ def test_reductions_over_two_gloo_processes(tmp_path):
 # --------------------------------------------------------------------------- torchrun
 
 
-def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
+def torchrun_command(nproc: int, *args: str) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of ``torchrun --standalone --nproc-per-node N -m rpnet ARGS``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "rpnet", *args]
+    return cmd, env
+
+
+def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
+    cmd, env = torchrun_command(nproc, *args)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TORCHRUN_TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -222,7 +228,6 @@ def test_make_cam_on_two_ranks_writes_the_files_of_one(tiny_cfg, tmp_path):
             np.testing.assert_allclose(a[key].astype(np.float32), b[key].astype(np.float32), atol=1e-3)
 
 
-
 @pytest.mark.slow
 def test_two_ranks_killed_mid_run_resume_to_the_uninterrupted_weights(tiny_cfg, tmp_path):
     """A 2-rank train-cam killed once its first epoch's checkpoint exists, then run again with
@@ -234,10 +239,7 @@ def test_two_ranks_killed_mid_run_resume_to_the_uninterrupted_weights(tiny_cfg, 
     killed = tiny_cfg(*exact, "train_cam.epochs=3", f"work_dir={tmp_path / 'killed'}")
     save_config(killed, tmp_path / "killed.yaml")
     out = tmp_path / "killed" / "train_cam"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           "-m", "rpnet", "train-cam", str(tmp_path / "killed.yaml")]
+    cmd, env = torchrun_command(2, "train-cam", str(tmp_path / "killed.yaml"))
     job = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + TORCHRUN_TIMEOUT_S
     while not (out / "last.pt").exists() and job.poll() is None and time.monotonic() < deadline:

@@ -5,8 +5,8 @@ import yaml
 from safetensors.torch import load_file
 
 from rpnet.config import load_config
-from rpnet.models.backbones import build_backbone
 from rpnet.io import read_jsonl
+from rpnet.models.backbones import build_backbone
 from rpnet.stages import train_cam
 
 

@@ -46,7 +46,6 @@ SETTINGS_NAME = "inference.json"
 HASH_CHUNK = 1 << 20  # bytes read at a time when hashing the weights
 CRF_METRICS = ("seg_miou_crf", "seg_per_class_crf")  # only written, and kept, when eval_seg.crf is on
 
-
 # image (H, W, 3) uint8 -> class probabilities (C, H, W)
 ProbabilityFn = Callable[[np.ndarray], np.ndarray]
 
