@@ -71,30 +71,28 @@ def main() -> None:
     cfg = load_config(args.config, args.set)
     pc = cfg.pseudo
     dataset = scored_dataset(cfg, pc.split or cfg.data.train_split, "the refinement's bounds")
-    names = ("CAM", "walk, IRN boundaries", "walk, ground-truth boundaries", "walk, no boundaries")
-    matrices = {name: ConfusionMatrix(dataset.num_classes + 1) for name in names}
+    matrices: dict[str, ConfusionMatrix] = {}
     seeds = dict(fg=0, fg_right=0, fg_spill=0, fg_far=0, bg=0, bg_right=0)
-    labels_there = True
+    labels = label_dir(cfg.work_dir)
+    score_seeds = all((labels / f"{r.id}.png").exists() for r in dataset.records)
     for i, record in enumerate(dataset.records):
         gt = dataset[i]["mask"]
         cam = load_npz(cam_dir(cfg.work_dir) / f"{record.id}.npz")
         strided = torch.from_numpy(cam["cam"].astype(np.float32))
-        edges = {
-            "CAM": None,
-            "walk, IRN boundaries": torch.from_numpy(load_boundary(boundary_dir(cfg.work_dir) / f"{record.id}.png")),
-            "walk, ground-truth boundaries": ground_truth_boundary(gt),
-            "walk, no boundaries": torch.zeros(strided.shape[1:]),
+        no_edge = torch.zeros(strided.shape[1:])
+        walks = {  # name: (boundary map, walk steps)
+            "CAM": (no_edge, 0),
+            "walk, IRN boundaries": (torch.from_numpy(load_boundary(boundary_dir(cfg.work_dir) / f"{record.id}.png")),
+                                     pc.steps),
+            "walk, ground-truth boundaries": (ground_truth_boundary(gt), pc.steps),
+            "walk, no boundaries": (no_edge, pc.steps),
         }
-        for name, edge in edges.items():
-            steps = 0 if edge is None else pc.steps
-            edge = torch.zeros(strided.shape[1:]) if edge is None else edge
+        for name, (edge, steps) in walks.items():
             pred = pseudo_label_from_walk(strided, cam["keys"], edge, gt.shape, radius=pc.radius, beta=pc.beta,
                                           steps=steps, bg_threshold=pc.bg_threshold)
-            matrices[name].update(gt, pred.numpy())
-        path = label_dir(cfg.work_dir) / f"{record.id}.png"
-        labels_there = labels_there and path.exists()
-        if labels_there:
-            seed = load_mask(path)
+            matrices.setdefault(name, ConfusionMatrix(dataset.num_classes + 1)).update(gt, pred.numpy())
+        if score_seeds:
+            seed = load_mask(labels / f"{record.id}.png")
             scored = gt != IGNORE_INDEX
             fg = (seed != 0) & (seed != IGNORE_INDEX) & scored
             wrong_on_bg = fg & (gt == 0)
@@ -110,12 +108,12 @@ def main() -> None:
     metrics = read_json(metrics_path) if metrics_path.exists() else {}
     print(f"{cfg.work_dir}: {len(dataset)} images, walk: {pc.steps} steps, beta {pc.beta:g}, radius {pc.radius}, "
           f"background score {pc.bg_threshold:g}")
-    for name in names:
+    for name, matrix in matrices.items():
         extra = ""
         if name == "CAM" and "cam_miou" in metrics:
             extra = f"   (eval-cam: {metrics['cam_miou']:.2f} at its best threshold {metrics['cam_threshold']:g})"
-        print(f"  {name:32s} {matrices[name].miou() * 100:6.2f}{extra}")
-    if labels_there and seeds["fg"] and seeds["bg"]:
+        print(f"  {name:32s} {matrix.miou() * 100:6.2f}{extra}")
+    if score_seeds and seeds["fg"] and seeds["bg"]:
         print(f"  confident labels: foreground {seeds['fg_right'] / seeds['fg']:.1%} on their class, "
               f"{seeds['fg_spill'] / seeds['fg']:.1%} on background within {SPILL_PX} px of an object, "
               f"{seeds['fg_far'] / seeds['fg']:.1%} farther; background {seeds['bg_right'] / seeds['bg']:.1%} right")
