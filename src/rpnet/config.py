@@ -142,7 +142,11 @@ class IrLabelConfig:
 class TrainIrnConfig:
     """Stage 5: the inter-pixel relation network (METHOD.md: 3 epochs, batch 32, lr 0.1, crop 512)."""
 
-    backbone_init: Literal["auto", "pretrained", "classifier"] = "auto"  # auto: ImageNet if given, else stage 1's
+    # auto: ImageNet if given, else stage 1's; scratch: random weights (with train_backbone: true)
+    backbone_init: Literal["auto", "pretrained", "classifier", "scratch"] = "auto"
+    # Initial boundary probability of the boundary branch (its output bias is logit(p)); null:
+    # PyTorch's default init (IRN's), which starts every pixel near 0.5.
+    boundary_prior: float | None = None
     epochs: int = 3
     batch_size: int = 32
     lr: float = 0.1
@@ -158,6 +162,10 @@ class TrainIrnConfig:
     amp: bool = True
     log_every: int = 10
     max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.boundary_prior is not None and not 0 < self.boundary_prior < 1:
+            raise ConfigError(f"train_irn.boundary_prior must be in (0, 1) or null, got {self.boundary_prior}")
 
 
 @dataclass(frozen=True)

@@ -75,3 +75,16 @@ def test_predict_gives_flip_consistent_probabilities():
     torch.testing.assert_close(net.predict(image.flip(-1)).edge, pred.edge.flip(-1))
     padded = net.predict(torch.randn(3, 21, 29), pad_to=48)
     assert padded.edge.shape == (1, 6, 8)
+
+
+def test_boundary_prior_sets_the_initial_boundary_probability():
+    torch.manual_seed(0)
+    net = IRNet(build_backbone("resnet18", norm="frozen"), boundary_prior=0.05)
+    # logit(0.05) = ln(0.05 / 0.95) = -2.9444
+    assert net.edge_out.bias.item() == pytest.approx(-2.9444, abs=1e-4)
+    with torch.no_grad():
+        net.edge_out.weight.zero_()  # the bias alone: every pixel starts at the prior
+        edge = torch.sigmoid(net.eval()(torch.randn(1, 3, 32, 32)).edge)
+    assert torch.allclose(edge, torch.full_like(edge, 0.05))
+    with pytest.raises(ValueError, match="boundary_prior"):
+        IRNet(build_backbone("resnet18", norm="frozen"), boundary_prior=0.0)

@@ -14,7 +14,8 @@ from rpnet.io import read_jsonl, save_mask
 from rpnet.stages import train_irn
 from rpnet.stages.make_ir_label import label_dir
 
-FAST = ("train_irn.batch_size=4", "train_irn.crop_size=64", "train_irn.path_radius=3", "train_irn.log_every=1")
+FAST = ("train_irn.batch_size=4", "train_irn.crop_size=64", "train_irn.path_radius=3", "train_irn.log_every=1",
+        "train_irn.backbone_init=auto")  # auto: the classifier here (the synthetic config starts from scratch)
 
 
 def write_labels(cfg):
@@ -98,6 +99,15 @@ def test_ranks_take_disjoint_slices_of_each_global_batch():
     assert [a + b for a, b in zip(*ranks)] == whole  # rank 0's half, then rank 1's, of each step's batch
     with pytest.raises(ConfigError, match="train_irn.batch_size 4 must be a multiple of 8"):
         train_irn.epoch_batches(12, 4, seed=1, epoch=2, num_replicas=8, rank=0)
+
+
+def test_scratch_backbone_needs_no_classifier(tiny_cfg):
+    cfg = tiny_cfg(*FAST, "train_irn.max_steps=1", "train_irn.train_backbone=true", "train_irn.backbone_init=scratch",
+                   "train_irn.boundary_prior=0.05")
+    write_labels(cfg)  # and no train_cam/ weights at all
+    state = load_file(str(train_irn.run(cfg)))
+    # one step at lr 0.1 (x1 for the boundary branch) moves the bias little from logit(0.05) = -2.944
+    assert state["edge_out.bias"].item() == pytest.approx(-2.944, abs=0.5)
 
 
 def test_missing_inputs_are_clear_errors(tiny_cfg):

@@ -15,6 +15,7 @@ Upsample-then-crop), so a coarse pixel always covers the same fine pixels whatev
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -89,13 +90,16 @@ class IRNet(nn.Module):
         backbone: a ResNet (``stem``, ``layer1``..``layer4``, ``channels``, ``output_stride``).
         freeze_backbone: IRN's setting: the backbone gets no gradients, runs without autograd
             and stays in eval mode under ``train()``; only the branches learn.
+        boundary_prior: the boundary probability the untrained boundary branch gives every pixel
+            (its output bias set to logit(p), as RetinaNet's prior init); None keeps PyTorch's
+            default init (IRN's), near 0.5 everywhere.
 
     Buffers:
         displacement_mean: (2,) subtracted from the displacement field in eval mode (IRN's
             MeanShift); the training stage sets it to the mean field over training images.
     """
 
-    def __init__(self, backbone: nn.Module, freeze_backbone: bool = True) -> None:
+    def __init__(self, backbone: nn.Module, freeze_backbone: bool = True, boundary_prior: float | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.freeze_backbone = freeze_backbone
@@ -107,6 +111,11 @@ class IRNet(nn.Module):
 
         self.edge_reduce = nn.ModuleDict({lv: _reduce(channels[lv], EDGE_WIDTH, EDGE_GROUPS) for lv in LEVELS})
         self.edge_out = nn.Conv2d(len(LEVELS) * EDGE_WIDTH, 1, 1, bias=True)
+        if boundary_prior is not None:
+            if not 0 < boundary_prior < 1:
+                raise ValueError(f"boundary_prior must be in (0, 1), got {boundary_prior}")
+            # The logit of the prior: at the start every pixel's boundary probability is about p.
+            nn.init.constant_(self.edge_out.bias, math.log(boundary_prior / (1 - boundary_prior)))
 
         self.disp_reduce = nn.ModuleDict({
             lv: _reduce(channels[lv], DISP_WIDTHS[lv], _groups(DISP_WIDTHS[lv])) for lv in LEVELS

@@ -8,8 +8,9 @@ supervise the displacement field (:func:`rpnet.losses.irn_loss`). Unsure pixels 
 crop padding take part in no pair.
 
 The backbone (``train_irn.backbone_init``): ``pretrained`` loads ``model.pretrained`` (ImageNet),
-``classifier`` takes the backbone of stage 1's ``WORK_DIR/train_cam/model.safetensors``, and
-``auto`` picks ImageNet when ``model.pretrained`` is set, else the classifier.
+``classifier`` takes the backbone of stage 1's ``WORK_DIR/train_cam/model.safetensors``,
+``scratch`` starts from random weights (with ``train_backbone``), and ``auto`` picks ImageNet
+when ``model.pretrained`` is set, else the classifier.
 
 Writes ``WORK_DIR/train_irn/``: ``model.safetensors`` (final weights, with the displacement
 mean set), ``last.pt`` (resumable checkpoint), ``log.jsonl`` and ``config.yaml``.
@@ -50,14 +51,14 @@ STAGE_DIR = "train_irn"
 DISPLACEMENT_LR_MULT = 10.0  # IRN trains the displacement branch at 10x the boundary branch's lr
 
 
-def build_irn(model: ModelConfig, *, train_backbone: bool = False) -> IRNet:
+def build_irn(model: ModelConfig, *, train_backbone: bool = False, boundary_prior: float | None = None) -> IRNet:
     """An IRNet on a randomly initialised backbone of ``model.backbone``, frozen unless ``train_backbone``.
 
     Batch norm uses running statistics throughout (IRN's FixedBatchNorm) and the stem stays frozen
-    either way; the state-dict keys are those of ordinary batch norm.
+    either way; the state-dict keys are those of ordinary batch norm. ``boundary_prior``: see :class:`IRNet`.
     """
     backbone = build_backbone(model.backbone, output_stride=model.output_stride, norm="frozen", freeze_stem=True)
-    return IRNet(backbone, freeze_backbone=not train_backbone)
+    return IRNet(backbone, freeze_backbone=not train_backbone, boundary_prior=boundary_prior)
 
 
 def init_backbone(net: IRNet, cfg: Config) -> str:
@@ -65,6 +66,11 @@ def init_backbone(net: IRNet, cfg: Config) -> str:
     init = cfg.train_irn.backbone_init
     if init == "auto":
         init = "pretrained" if cfg.model.pretrained is not None else "classifier"
+    if init == "scratch":
+        if not cfg.train_irn.train_backbone:
+            log.warning("train-irn: backbone_init 'scratch' with train_backbone false: the branches read "
+                        "the features of a frozen random backbone")
+        return "random initialisation"
     if init == "pretrained":
         if cfg.model.pretrained is None:
             raise ConfigError("train_irn.backbone_init is 'pretrained' but model.pretrained is null; "
@@ -158,7 +164,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     steps_per_epoch = len(dataset) // tc.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"train_irn.batch_size {tc.batch_size} is larger than the {len(dataset)} training images")
-    net = build_irn(cfg.model, train_backbone=tc.train_backbone)
+    net = build_irn(cfg.model, train_backbone=tc.train_backbone, boundary_prior=tc.boundary_prior)
     source = init_backbone(net, cfg)
     channels_last = use_channels_last(device, cfg.engine.channels_last)
     to_memory_format(net.to(device), channels_last)
