@@ -61,6 +61,21 @@ def test_interrupt_then_resume_matches_uninterrupted(tmp_path):
     assert steps == list(range(1, EPOCHS * STEPS + 1))  # no step logged twice or skipped
 
 
+def test_a_step_limit_mid_epoch_is_checkpointed_at_its_place(tmp_path):
+    model, opt = setup()
+    settings = LoopSettings(epochs=EPOCHS, steps_per_epoch=STEPS, log_every=1, show_progress=False, max_steps=6)
+    train(model, opt, data, step_fn(model), settings, tmp_path, device=torch.device("cpu"))
+    # 6 steps = epoch 0 (4 batches) and 2 batches of epoch 1, which is not finished
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert (state["progress"]["epoch"], state["progress"]["batch"], state["progress"]["step"]) == (1, 2, 6)
+    # resumed without the limit, training goes on with epoch 1's third batch
+    settings = LoopSettings(epochs=EPOCHS, steps_per_epoch=STEPS, log_every=1, show_progress=False)
+    train(model, opt, data, step_fn(model), settings, tmp_path, device=torch.device("cpu"), resume=True)
+    log = read_jsonl(tmp_path / LOG_NAME)
+    assert [r["step"] for r in log] == list(range(1, EPOCHS * STEPS + 1))
+    assert [r["epoch"] for r in log] == [0] * 4 + [1] * 4 + [2] * 4
+
+
 def test_log_has_loss_lr_and_speed(tmp_path):
     run(tmp_path)
     rec = read_jsonl(tmp_path / LOG_NAME)[-1]

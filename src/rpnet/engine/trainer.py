@@ -163,8 +163,9 @@ def train(
                         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("epoch", "step")})
                     window_start, window_images = time.perf_counter(), 0
                 bar.update(1)
-            progress.epoch += 1
-            progress.batch = 0
+            else:  # the epoch's batches ran out; a stop at max_steps keeps its place in the epoch instead
+                progress.epoch += 1
+                progress.batch = 0
             if is_main:
                 save_checkpoint(ckpt, model, optimizer, progress)
     except KeyboardInterrupt:
