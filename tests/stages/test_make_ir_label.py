@@ -42,7 +42,7 @@ def test_confident_cams_give_the_objects_and_background(tiny_cfg):
 def test_weak_cams_are_unsure(tiny_cfg):
     # 0.2 on the object: below the foreground map's background score (0.30), above the
     # background map's (0.05), so object pixels are "unsure" and no pixel is foreground
-    cfg = tiny_cfg("ir_label.workers=1")
+    cfg = tiny_cfg("ir_label.workers=1", "ir_label.fg_threshold=0.30", "ir_label.bg_threshold=0.05")
     truth = write_cams(cfg, 0.2)
     out = make_ir_label.run(cfg)
     for image_id, (keys, gt) in truth.items():
