@@ -12,7 +12,7 @@ label map per training image in make-ir-label's place -- foreground: each object
 ignore (an unknown band centred on the true outline, as IRN's lies between its two CAM
 thresholds) -- then runs train-irn, make-pseudo and eval-pseudo in DIR with CONFIG's settings
 and the ``--set`` overrides, and prints the pseudo mIoU next to the CAMs'. ``rpnet demo`` leaves
-two work dirs to start from, e.g. CONFIG = ``demo_out/baseline/train_cam/config.yaml``.
+two work dirs to start from, e.g. CONFIG = ``demo_out/baseline/config.yaml``.
 """
 
 from __future__ import annotations
