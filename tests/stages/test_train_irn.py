@@ -106,7 +106,7 @@ def test_scratch_backbone_needs_no_classifier(tiny_cfg):
                    "train_irn.boundary_prior=0.05")
     write_labels(cfg)  # and no train_cam/ weights at all
     state = load_file(str(train_irn.run(cfg)))
-    # one step at lr 0.1 (x1 for the boundary branch) moves the bias little from logit(0.05) = -2.944
+    # one step at the config's lr 0.05 (x1 for the boundary branch) moves the bias little from logit(0.05) = -2.944
     assert state["edge_out.bias"].item() == pytest.approx(-2.944, abs=0.5)
 
 
