@@ -18,18 +18,16 @@ two work dirs to start from, e.g. CONFIG = ``demo_out/baseline/config.yaml``.
 from __future__ import annotations
 
 import argparse
-import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 from refinement_bounds import near  # this folder is on sys.path when the script runs
+from stage_runs import run_stages, start_from_cams
 
 from rpnet.config import load_config
 from rpnet.io import IGNORE_INDEX, read_json, save_mask
 from rpnet.stages import eval_pseudo, make_pseudo, train_irn
 from rpnet.stages.common import scored_dataset
-from rpnet.stages.make_cam import cam_dir
 from rpnet.stages.make_ir_label import label_dir
 
 
@@ -59,11 +57,7 @@ def main() -> None:
     if args.out.resolve() == Path(source.work_dir).resolve():
         parser.error("--out must not be the config's work dir: its confident labels would be overwritten")
     cfg = load_config(args.config, [*args.overrides, f"work_dir={args.out}"])
-    shutil.rmtree(args.out, ignore_errors=True)
-    shutil.copytree(cam_dir(source.work_dir), cam_dir(cfg.work_dir))
-    metrics = Path(source.work_dir) / "metrics.json"
-    if metrics.exists():
-        shutil.copy(metrics, Path(cfg.work_dir) / "metrics.json")
+    start_from_cams(source, cfg)
 
     dataset = scored_dataset(cfg, cfg.data.train_split, "ground-truth confident labels")
     labels = label_dir(cfg.work_dir)
@@ -71,11 +65,7 @@ def main() -> None:
     for i, record in enumerate(dataset.records):
         save_mask(labels / f"{record.id}.png", ground_truth_seeds(dataset[i]["mask"], args.margin))
 
-    times = {}
-    for name, stage in (("train-irn", train_irn), ("make-pseudo", make_pseudo), ("eval-pseudo", eval_pseudo)):
-        start = time.perf_counter()
-        stage.run(cfg)
-        times[name] = time.perf_counter() - start
+    times = run_stages(cfg, {"train-irn": train_irn, "make-pseudo": make_pseudo, "eval-pseudo": eval_pseudo})
     result = read_json(Path(cfg.work_dir) / "metrics.json")
     cam = f"{result['cam_miou']:.2f} at its best threshold {result['cam_threshold']:g}" if "cam_miou" in result else "?"
     print(f"{cfg.work_dir}: IRN from ground-truth confident labels (unknown band +-{args.margin} px), "
