@@ -41,6 +41,7 @@ def test_overrides_win_and_are_parsed_as_yaml(tmp_path):
     ("model.prototype_levels=[block9]", "prototype_levels"),
     ("seed=null", "seed"),
     ("train_irn.boundary_prior=1.0", "train_irn.boundary_prior"),
+    ("train_irn.fg_pos_weight=0", "train_irn.fg_pos_weight"),
 ])
 def test_bad_keys_and_types_are_rejected_naming_the_key(override, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):

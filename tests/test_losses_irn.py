@@ -59,3 +59,20 @@ def test_irn_loss_weighting_on_a_uniform_prediction():
     assert loss.total.item() == pytest.approx(fg_pos / 4 + disp_fg / 2)
     loss.total.backward()
     assert edge.grad.abs().sum() > 0 and disp.grad.abs().sum() > 0
+
+
+def test_irn_loss_fg_pos_weight_scales_only_the_foreground_term():
+    index = path_index(2)
+    # left half class 1, right half background: fg, bg and negative pairs all occur
+    label = torch.zeros(1, 4, 6, dtype=torch.long)
+    label[..., :3] = 1
+    labels = affinity_labels(label, index)
+    edge = torch.linspace(-2, 2, 24).view(1, 1, 4, 6)
+    disp = torch.zeros(1, 2, 4, 6)
+    plain = irn_loss(edge, disp, labels, index)
+    weighted = irn_loss(edge, disp, labels, index, fg_pos_weight=3.0)
+    assert plain.affinity.fg_pos > 0 and plain.affinity.bg_pos > 0 and plain.affinity.neg > 0
+    # ((bg + 3 fg) / 2 + neg) / 2 - ((bg + fg) / 2 + neg) / 2 = fg / 2; the parts themselves do not change
+    assert weighted.total.item() - plain.total.item() == pytest.approx(plain.affinity.fg_pos.item() / 2)
+    for a, b in zip((*weighted.affinity, *weighted.displacement), (*plain.affinity, *plain.displacement)):
+        assert a.item() == b.item()

@@ -147,6 +147,8 @@ class TrainIrnConfig:
     # Initial boundary probability of the boundary branch (its output bias is logit(p)); null:
     # PyTorch's default init (IRN's), which starts every pixel near 0.5.
     boundary_prior: float | None = None
+    # Weight of the foreground positive pairs in IRN's boundary loss (rpnet.losses.irn_loss); 1 is IRN's.
+    fg_pos_weight: float = 1.0
     epochs: int = 3
     batch_size: int = 32
     lr: float = 0.1
@@ -166,6 +168,8 @@ class TrainIrnConfig:
     def __post_init__(self) -> None:
         if self.boundary_prior is not None and not 0 < self.boundary_prior < 1:
             raise ConfigError(f"train_irn.boundary_prior must be in (0, 1) or null, got {self.boundary_prior}")
+        if not self.fg_pos_weight > 0:
+            raise ConfigError(f"train_irn.fg_pos_weight must be positive, got {self.fg_pos_weight}")
 
 
 @dataclass(frozen=True)

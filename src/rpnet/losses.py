@@ -136,19 +136,22 @@ class IRNLoss(NamedTuple):
     displacement: DisplacementLoss
 
 
-def irn_loss(edge_logits: Tensor, displacement: Tensor, labels: AffinityLabels, index: PathIndex) -> IRNLoss:
+def irn_loss(edge_logits: Tensor, displacement: Tensor, labels: AffinityLabels, index: PathIndex,
+             fg_pos_weight: float = 1.0) -> IRNLoss:
     """IRN's training objective from the network's outputs.
 
     edge_logits (B, 1, h, w) boundary logits, displacement (B, 2, h, w), labels over the pairs
     of ``index`` (:func:`~rpnet.ops.affinity.affinity_labels` of the stride-4 confident labels).
 
-    total = ((bg_pos + fg_pos) / 2 + neg) / 2 + (disp_fg + disp_bg) / 2, IRN's weighting: the
-    two positive kinds count equally however many pairs each has, and the boundary and
-    displacement parts count equally.
+    total = ((bg_pos + w * fg_pos) / 2 + neg) / 2 + (disp_fg + disp_bg) / 2 with w =
+    ``fg_pos_weight``. w = 1 is IRN's weighting: the two positive kinds count equally however
+    many pairs each has, and the boundary and displacement parts count equally. w > 1 weighs
+    the pairs within a confident foreground region more, against the negative pairs that
+    otherwise teach the branch to mark the region's inside as boundary.
     """
     aff = affinity_loss(path_affinity(torch.sigmoid(edge_logits[:, 0]), index), labels)
     disp = displacement_loss(pair_difference(displacement, index), index.offset_tensor(displacement.device), labels)
-    total = ((aff.bg_pos + aff.fg_pos) / 2 + aff.neg) / 2 + (disp.fg + disp.bg) / 2
+    total = ((aff.bg_pos + fg_pos_weight * aff.fg_pos) / 2 + aff.neg) / 2 + (disp.fg + disp.bg) / 2
     return IRNLoss(total, aff, disp)
 
 

@@ -195,7 +195,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
         labels = affinity_labels(downsample_labels(batch["mask"].to(device, non_blocking=True), IRN_STRIDE), index)
         out = model(images)
         # The losses in float32: 1 + 1e-5 - affinity rounds to 0 in bfloat16, and its log to -inf.
-        loss = irn_loss(out.edge.float(), out.displacement.float(), labels, index)
+        loss = irn_loss(out.edge.float(), out.displacement.float(), labels, index, tc.fg_pos_weight)
         return {"loss": loss.total, "bg_pos": loss.affinity.bg_pos, "fg_pos": loss.affinity.fg_pos,
                 "neg": loss.affinity.neg, "disp_fg": loss.displacement.fg, "disp_bg": loss.displacement.bg}
 
