@@ -26,7 +26,6 @@ from stage_runs import run_stages, start_from_cams
 
 from rpnet.config import load_config
 from rpnet.io import IGNORE_INDEX, read_json, save_mask
-from rpnet.stages import eval_pseudo, make_pseudo, train_irn
 from rpnet.stages.common import scored_dataset
 from rpnet.stages.make_ir_label import label_dir
 
@@ -54,8 +53,6 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     source = load_config(args.config, args.overrides)
-    if args.out.resolve() == Path(source.work_dir).resolve():
-        parser.error("--out must not be the config's work dir: its confident labels would be overwritten")
     cfg = load_config(args.config, [*args.overrides, f"work_dir={args.out}"])
     start_from_cams(source, cfg)
 
@@ -65,7 +62,7 @@ def main() -> None:
     for i, record in enumerate(dataset.records):
         save_mask(labels / f"{record.id}.png", ground_truth_seeds(dataset[i]["mask"], args.margin))
 
-    times = run_stages(cfg, {"train-irn": train_irn, "make-pseudo": make_pseudo, "eval-pseudo": eval_pseudo})
+    times = run_stages(cfg, ["train-irn", "make-pseudo", "eval-pseudo"])
     result = read_json(Path(cfg.work_dir) / "metrics.json")
     cam = f"{result['cam_miou']:.2f} at its best threshold {result['cam_threshold']:g}" if "cam_miou" in result else "?"
     print(f"{cfg.work_dir}: IRN from ground-truth confident labels (unknown band +-{args.margin} px), "

@@ -27,7 +27,6 @@ from stage_runs import run_stages, start_from_cams  # this folder is on sys.path
 
 from rpnet.config import load_config
 from rpnet.io import read_json, write_json
-from rpnet.stages import eval_pseudo, make_ir_label, make_pseudo, train_irn
 from rpnet.stages.make_ir_label import label_dir
 
 
@@ -50,9 +49,9 @@ def main() -> None:
     for seed in args.seeds:
         cfg = load_config(args.config, [*args.overrides, f"work_dir={args.out / f'seed_{seed}'}", f"seed={seed}"])
         start_from_cams(source, cfg)
-        stages = {"train-irn": train_irn, "make-pseudo": make_pseudo, "eval-pseudo": eval_pseudo}
+        stages = ["train-irn", "make-pseudo", "eval-pseudo"]
         if labels is None:
-            stages = {"make-ir-label": make_ir_label, **stages}
+            stages.insert(0, "make-ir-label")
             labels = label_dir(cfg.work_dir)
         else:
             shutil.copytree(labels, label_dir(cfg.work_dir))

@@ -9,10 +9,10 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from types import ModuleType
 
 from rpnet.config import Config
 from rpnet.engine.trainer import WEIGHTS_NAME
+from rpnet.pipeline.graph import stage_module
 from rpnet.stages.make_cam import cam_dir
 from rpnet.stages.train_cam import STAGE_DIR as TRAIN_CAM_DIR
 
@@ -23,8 +23,8 @@ def start_from_cams(source: Config, cfg: Config) -> None:
     The classifier's weights come too where ``source`` has them: train-irn may start from them
     (``train_irn.backbone_init``).
     """
-    if Path(cfg.work_dir).resolve() == Path(source.work_dir).resolve():
-        raise ValueError(f"{cfg.work_dir} is the source work dir: its results would be overwritten")
+    if Path(source.work_dir).resolve().is_relative_to(Path(cfg.work_dir).resolve()):
+        raise ValueError(f"{cfg.work_dir} holds the source work dir {source.work_dir}: it would be overwritten")
     shutil.rmtree(cfg.work_dir, ignore_errors=True)
     shutil.copytree(cam_dir(source.work_dir), cam_dir(cfg.work_dir))
     for name in ("metrics.json", f"{TRAIN_CAM_DIR}/{WEIGHTS_NAME}"):
@@ -34,11 +34,11 @@ def start_from_cams(source: Config, cfg: Config) -> None:
             shutil.copy(path, Path(cfg.work_dir) / name)
 
 
-def run_stages(cfg: Config, stages: dict[str, ModuleType]) -> dict[str, float]:
-    """Run each stage module's ``run(cfg)`` in order; return the seconds each took, by name."""
+def run_stages(cfg: Config, names: list[str]) -> dict[str, float]:
+    """Run the named stages (``rpnet <name>``) in order on ``cfg``; return the seconds each took, by name."""
     times = {}
-    for name, stage in stages.items():
+    for name in names:
         start = time.perf_counter()
-        stage.run(cfg)
+        stage_module(name).run(cfg)
         times[name] = time.perf_counter() - start
     return times
