@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--format", choices=("voc", "coco", "folder"), default="voc",
                        help="the layout OUT_DIR is written in (default: voc)")
+    synth.add_argument("--profile", default="default",
+                       help="the dataset design: default, large-objects, small-context, distinct-bodies, crowded, "
+                            "few-classes (rpnet.data.synthetic.PROFILES)")
+    synth.add_argument("--spec", dest="spec", action="append", default=[], metavar="KEY=VALUE",
+                       help="change one field of the design, e.g. --spec context_prob=0.8 (repeatable; "
+                            "rpnet.data.synthetic.SynthSpec lists them)")
     synth.set_defaults(command="synth")
 
     for name in STAGES:
@@ -145,11 +151,11 @@ def _run_export(args: argparse.Namespace) -> None:
 
 
 def _run_synth(args: argparse.Namespace) -> None:
-    from .data.synthetic import generate
+    from .data.synthetic import generate, spec_from_overrides
 
     out = generate(
         args.out_dir, n_train=args.n_train, n_val=args.n_val, size=args.size,
-        seed=args.seed, fmt=args.format,
+        seed=args.seed, fmt=args.format, spec=spec_from_overrides(args.profile, args.spec),
     )
     print(f"synthetic dataset written to {out}")
 

@@ -24,6 +24,16 @@ import yaml
 from .errors import ConfigError
 
 PROTOTYPE_LEVELS = ("block2", "block3", "block4")
+AUTO = "auto"
+# A threshold on CAMs or scores: a number in (0, 1), or "auto", chosen from the data without ground
+# truth by the stage that first needs it and written to its calibration.json (rpnet.calibration).
+Threshold = Union[float, Literal["auto"]]
+
+
+def check_threshold(value: Threshold, key: str) -> None:
+    """A ConfigError unless ``value`` is "auto" or a number in (0, 1)."""
+    if value != AUTO and not 0.0 < value < 1.0:
+        raise ConfigError(f"{key} must be 'auto' or a number in (0, 1), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -122,20 +132,34 @@ class MakeCamConfig:
 class EvalCamConfig:
     """Stage 3: background-threshold sweep and mIoU."""
 
-    threshold: float = 0.15
-    sweep: tuple[float, float, float] = (0.05, 0.60, 0.05)  # start, stop (inclusive), step
+    # Background score of the CAM label map that cam_miou scores; auto: calibrated from the CAMs
+    # (eval_cam/calibration.json, docs/calibration.md). The paper and IRN score VOC at 0.15-0.16.
+    threshold: Threshold = AUTO
+    sweep: tuple[float, float, float] = (0.05, 0.95, 0.05)  # start, stop (inclusive), step: cam_miou_best
     split: str | None = None  # None: data.train_split (CAMs are scored on the train set)
     num_pictures: int = 8
+
+    def __post_init__(self) -> None:
+        check_threshold(self.threshold, "eval_cam.threshold")
 
 
 @dataclass(frozen=True)
 class IrLabelConfig:
     """Stage 4: confident foreground / background / ignore labels from CAMs, CRF-smoothed."""
 
-    fg_threshold: float = 0.30  # background score when finding confident foreground
-    bg_threshold: float = 0.05  # background score when finding confident background
+    # Background scores of the confident-foreground and confident-background maps; auto: the
+    # calibrated CAM threshold t and t / 2 (make_ir_label/calibration.json). IRN's VOC values are 0.30 / 0.05.
+    fg_threshold: Threshold = AUTO
+    bg_threshold: Threshold = AUTO
     workers: int = 2  # parallel worker processes (the dense CRF runs on the CPU)
     split: str | None = None  # None: data.train_split
+
+    def __post_init__(self) -> None:
+        check_threshold(self.fg_threshold, "ir_label.fg_threshold")
+        check_threshold(self.bg_threshold, "ir_label.bg_threshold")
+        if AUTO not in (self.fg_threshold, self.bg_threshold) and self.fg_threshold < self.bg_threshold:
+            raise ConfigError(f"ir_label.fg_threshold ({self.fg_threshold}) must not be below "
+                              f"ir_label.bg_threshold ({self.bg_threshold})")
 
 
 @dataclass(frozen=True)
@@ -179,8 +203,13 @@ class PseudoConfig:
     beta: float = 10.0
     radius: int = 5
     steps: int = 256  # 2^8
-    bg_threshold: float = 0.25
+    # Background score against the walked CAMs; auto: from the walked scores (make_pseudo/calibration.json).
+    # IRN's VOC value is 0.25.
+    bg_threshold: Threshold = AUTO
     split: str | None = None  # None: data.train_split
+
+    def __post_init__(self) -> None:
+        check_threshold(self.bg_threshold, "pseudo.bg_threshold")
 
 
 @dataclass(frozen=True)
@@ -350,6 +379,8 @@ def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
 
 
 def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " or ".join(repr(c) for c in get_args(tp))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -464,6 +495,8 @@ __all__ = [
     "EvalSegConfig",
     "EngineConfig",
     "PROTOTYPE_LEVELS",
+    "AUTO",
+    "Threshold",
     "load_config",
     "parse_override",
     "from_dict",

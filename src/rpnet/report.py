@@ -22,6 +22,8 @@ import numpy as np
 from matplotlib.figure import Figure  # a bare Figure renders with Agg and touches no pyplot state
 
 from . import __version__
+from .calibration import CALIBRATION_FILE, calibration_entries
+from .config import AUTO
 from .io import atomic_write_text, read_json, read_jsonl
 
 DEFAULT_TITLE = "rpnet report"
@@ -85,7 +87,7 @@ def write_report(work_dirs: Mapping[str, str | Path], out: str | Path, title: st
     if not work_dirs:
         raise ValueError("write_report needs at least one work dir")
     runs = [load_run(name, Path(path)) for name, path in work_dirs.items()]
-    sections = (metrics_section(runs), per_class_section(runs), threshold_section(runs),
+    sections = (metrics_section(runs), calibration_section(runs), per_class_section(runs), threshold_section(runs),
                 training_section(runs), examples_section(runs), predictions_section(runs))
     body = "\n".join(s for s in sections if s) or "<p>No stage has written results yet.</p>"
     return atomic_write_text(out, page(title, body + "\n" + footer(runs)))
@@ -117,6 +119,22 @@ def metrics_section(runs: list[Run]) -> str:
     if not rows:
         return ""
     return section("metrics", "Metrics", [table("metrics_table", "", [run.name for run in runs], rows)])
+
+
+def calibration_section(runs: list[Run]) -> str:
+    """The thresholds the stages calibrated without ground truth (each stage's calibration.json):
+    one row per stage and key, the value each run used and whether it was calibrated or configured."""
+    rows: dict[str, list[str]] = {}
+    for i, run in enumerate(runs):
+        for path in sorted(run.work_dir.glob(f"*/{CALIBRATION_FILE}")):
+            for key, value, source in calibration_entries(path):
+                rows.setdefault(f"{path.parent.name.replace('_', '-')}: {key}", [""] * len(runs))[i] = (
+                    f"{value:.3f} ({'calibrated' if source == AUTO else 'configured'})")
+    if not rows:
+        return ""
+    note = ("<p>Thresholds chosen from the data without ground truth (<code>auto</code>) or given in the config; "
+            "each stage writes them to its <code>calibration.json</code>.</p>")
+    return section("calibration", "Calibrated thresholds", [note, table("calibration_table", "", [r.name for r in runs], rows)])
 
 
 def per_class_section(runs: list[Run]) -> str:
@@ -270,7 +288,7 @@ def image_sources(work_dir: Path, ids: list[str]) -> dict[str, tuple[Path, Any]]
         return {}
     try:
         cfg = load_config(config)
-        dataset = build_dataset(cfg.data, cfg.eval_seg.split or cfg.data.eval_split)
+        dataset = build_dataset(cfg.data, cfg.eval_seg.split or cfg.data.eval_split, masks=True)
     except (RpnetError, OSError, ValueError):
         return {}
     wanted = set(ids)

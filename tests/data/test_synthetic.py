@@ -15,11 +15,14 @@ from rpnet.data.synthetic import (
     CONTEXT_PROB,
     CONTEXTS,
     HEAD_AREA_FRACTION,
+    PROFILES,
     STRAY_CONTEXT_PROB,
+    SynthSpec,
     generate,
     render_indexed,
     render_sample,
     sample_id,
+    spec_from_overrides,
 )
 from rpnet.errors import ConfigError
 from rpnet.io import IGNORE_INDEX, load_mask
@@ -151,6 +154,48 @@ def test_context_backgrounds_co_occur_with_their_class_and_are_drawn():
     reference = np.array([CONTEXTS[style.context](_rng(0), SIZE).reshape(-1, 3).mean(0) for style in CLASSES])
     nearest = np.linalg.norm(np.array(bg_colour)[:, None] - reference[None], axis=2).argmin(1)
     assert np.mean(nearest == np.array(context_of)) > 0.7
+
+
+# --- designs (profiles) ---------------------------------------------------------------
+
+def _objects(spec: SynthSpec, n: int = 60) -> list:
+    return [o for seed in range(n) for o in render_sample(_rng(seed), SIZE, spec).objects]
+
+
+def test_a_profile_changes_what_its_fields_say():
+    # large-objects: body semi-major axis 0.36-0.50 of the side, head 8-14 % of the object
+    default, large = _objects(PROFILES["default"]), _objects(PROFILES["large-objects"])
+    area = lambda objs: np.median([o.body.sum() + o.head.sum() for o in objs])  # noqa: E731
+    head_share = lambda objs: np.median([o.head.sum() / (o.body.sum() + o.head.sum()) for o in objs])  # noqa: E731
+    assert area(large) > 1.3 * area(default)
+    assert head_share(large) < head_share(default)
+    # few-classes: 3 classes only; crowded: up to 4 objects
+    assert {o.class_index for o in _objects(PROFILES["few-classes"])} <= {0, 1, 2}
+    assert max(len(render_sample(_rng(s), SIZE, PROFILES["crowded"]).objects) for s in range(40)) == 4
+    # small-context: 80 % of the images show a present class's context
+    contexts = [render_sample(_rng(s), SIZE, PROFILES["small-context"]).context for s in range(80)]
+    assert np.mean([c is not None for c in contexts]) > 0.7
+
+
+def test_the_default_spec_is_the_default_dataset_and_synth_json_records_the_design(tmp_path):
+    a = generate(tmp_path / "a", n_train=3, n_val=1, size=SIZE, seed=1)
+    b = generate(tmp_path / "b", n_train=3, n_val=1, size=SIZE, seed=1, spec=spec_from_overrides("default"))
+    assert _files(a) == _files(b)
+    c = generate(tmp_path / "c", n_train=3, n_val=1, size=SIZE, seed=1,
+                 spec=spec_from_overrides("crowded", ["context_prob=0.5"]))
+    spec = json.loads((c / "synth.json").read_text())["spec"]
+    assert spec["context_prob"] == 0.5 and spec["objects_per_image"] == list(PROFILES["crowded"].objects_per_image)
+
+
+def test_bad_designs_are_refused_by_name():
+    with pytest.raises(ConfigError, match="unknown synthetic profile 'huge'"):
+        spec_from_overrides("huge")
+    with pytest.raises(ConfigError, match="context_prob"):
+        spec_from_overrides("default", ["context_prob=1.5"])
+    with pytest.raises(ConfigError, match="objects_per_image"):
+        SynthSpec(objects_per_image=(0.5, 0.4))
+    with pytest.raises(ConfigError, match="num_classes"):
+        SynthSpec(num_classes=0)
 
 
 def test_render_sample_rejects_a_tiny_image():

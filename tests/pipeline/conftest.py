@@ -87,6 +87,8 @@ def fake(monkeypatch) -> FakePipeline:
 def fake_cfg(tiny_voc, tmp_path):
     """A config over the tiny dataset; nothing in it is read by the fake stages except the keys they hash."""
     def make(*overrides: str, work: str = "work"):
-        return load_config(None, [f"data.root={tiny_voc}", f"work_dir={tmp_path / work}", "device=cpu", *overrides])
+        # numbers, not auto: the fake eval stages report them as their metrics
+        return load_config(None, [f"data.root={tiny_voc}", f"work_dir={tmp_path / work}", "device=cpu",
+                                  "eval_cam.threshold=0.15", "pseudo.bg_threshold=0.25", *overrides])
     return make
 

@@ -13,7 +13,7 @@ from rpnet.stages.make_cam import cam_dir
 
 def write_cams_from_masks(cfg, score):
     """CAMs that are `score` on each tagged class's GT pixels and 0 elsewhere."""
-    data = build_dataset(cfg.data, cfg.data.train_split)
+    data = build_dataset(cfg.data, cfg.data.train_split, masks=True)
     for i, rec in enumerate(data.records):
         mask = data[i]["mask"]
         keys = np.array(sorted(rec.tags))
@@ -21,28 +21,50 @@ def write_cams_from_masks(cfg, score):
         save_npz(cam_dir(cfg.work_dir) / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
 
 
-def test_perfect_cams_score_100(tiny_cfg):
-    cfg = tiny_cfg()
+def test_perfect_cams_score_100_at_the_configured_threshold_and_the_oracle_one(tiny_cfg):
+    cfg = tiny_cfg("eval_cam.threshold=0.5")
     write_cams_from_masks(cfg, 1.0)
     metrics = eval_cam.run(cfg)
-    assert metrics["cam_miou"] == 100.0
+    assert metrics["cam_miou"] == 100.0 and metrics["cam_threshold"] == 0.5
+    assert metrics["cam_miou_best"] == 100.0 and metrics["cam_threshold_best"] == 0.05  # the lowest of the ties
     assert set(metrics["cam_per_class"]) >= {"background"}
     saved = read_json(cfg.work_dir / "metrics.json")
-    assert saved["cam_miou"] == 100.0 and saved["cam_threshold"] == 0.05
+    assert saved["cam_miou"] == 100.0 and saved["cam_threshold"] == 0.5
     sweep = json.loads((cfg.work_dir / "eval_cam" / "sweep.json").read_text())
-    assert sweep["thresholds"][0] == 0.05 and sweep["thresholds"][-1] == 0.6 and len(sweep["thresholds"]) == 12
+    assert sweep["thresholds"][0] == 0.05 and sweep["thresholds"][-1] == 0.95 and len(sweep["thresholds"]) == 19
+    assert sweep["threshold"] == 0.5 and sweep["threshold_miou"] == 100.0
     assert list((cfg.work_dir / "eval_cam" / "pictures").glob("*.png"))
+    calibration = read_json(cfg.work_dir / "eval_cam" / "calibration.json")
+    assert calibration["values"] == {"cam_threshold": 0.5} and calibration["sources"] == {"cam_threshold": "config"}
 
 
 def test_threshold_sweep_picks_the_right_threshold(tiny_cfg):
     # CAMs of 0.4 on the object: every threshold below 0.4 is perfect, above it all is background
     cfg = tiny_cfg()
     write_cams_from_masks(cfg, 0.4)
-    sweep_cfg = tiny_cfg("eval_cam.sweep=[0.3, 0.5, 0.2]")
-    metrics = eval_cam.run(sweep_cfg)
-    assert metrics["cam_threshold"] == 0.3 and metrics["cam_miou"] == 100.0
+    metrics = eval_cam.run(tiny_cfg("eval_cam.threshold=0.5", "eval_cam.sweep=[0.3, 0.5, 0.2]"))
+    assert metrics["cam_threshold_best"] == 0.3 and metrics["cam_miou_best"] == 100.0
+    assert metrics["cam_miou"] < 100.0  # scored at 0.5, where all is background
     curve = json.loads((cfg.work_dir / "eval_cam" / "sweep.json").read_text())
     assert curve["miou"][1] < 100.0
+
+
+def test_auto_threshold_is_calibrated_from_the_cams_without_masks(tiny_cfg):
+    # Three CAM values over the split: 0 (background), 0.3 and 0.9 on alternate object rows.
+    # The three-class Otsu split puts its lower edge between 0 and 0.3: there the CAM is perfect.
+    cfg = tiny_cfg()
+    data = build_dataset(cfg.data, cfg.data.train_split, masks=True)
+    for i, rec in enumerate(data.records):
+        mask = data[i]["mask"]
+        keys = np.array(sorted(rec.tags))
+        level = np.where(np.arange(mask.shape[0])[:, None] % 2 == 0, 0.3, 0.9)
+        high = np.stack([(mask == k + 1) * level for k in keys]).astype(np.float16)
+        save_npz(cam_dir(cfg.work_dir) / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
+    metrics = eval_cam.run(cfg)
+    assert 0.0 < metrics["cam_threshold"] <= 0.3 and metrics["cam_miou"] == 100.0
+    calibration = read_json(cfg.work_dir / "eval_cam" / "calibration.json")
+    assert calibration["sources"] == {"cam_threshold": "auto"}
+    assert eval_cam.cam_threshold(cfg) == metrics["cam_threshold"]
 
 
 def test_sweep_values():

@@ -22,7 +22,7 @@ def one_hot_probs(labels, num_labels):
 
 
 def val_set(cfg):
-    return build_dataset(cfg.data, cfg.data.eval_split)
+    return build_dataset(cfg.data, cfg.data.eval_split, masks=True)
 
 
 def test_a_prediction_equal_to_the_ground_truth_scores_100_with_and_without_crf(tiny_cfg):

@@ -5,14 +5,14 @@ import pytest
 
 from rpnet.data.build import build_dataset
 from rpnet.errors import RpnetError
-from rpnet.io import IGNORE_INDEX, load_mask, save_mask, save_npz
+from rpnet.io import IGNORE_INDEX, load_mask, load_npz, read_json, save_mask, save_npz
 from rpnet.stages import make_ir_label
 from rpnet.stages.make_cam import cam_dir
 
 
 def write_cams(cfg, score):
     """CAMs that are `score` on each tagged class's GT pixels and 0 elsewhere; returns {id: (keys, gt)}."""
-    data = build_dataset(cfg.data, cfg.data.train_split)
+    data = build_dataset(cfg.data, cfg.data.train_split, masks=True)
     truth = {}
     for i, rec in enumerate(data.records):
         mask = data[i]["mask"]
@@ -24,7 +24,7 @@ def write_cams(cfg, score):
 
 
 def test_confident_cams_give_the_objects_and_background(tiny_cfg):
-    cfg = tiny_cfg("ir_label.workers=1")
+    cfg = tiny_cfg("ir_label.workers=1", "ir_label.fg_threshold=0.30", "ir_label.bg_threshold=0.05")
     truth = write_cams(cfg, 1.0)
     out = make_ir_label.run(cfg)
     files = sorted(out.glob("*.png"))
@@ -55,7 +55,7 @@ def test_weak_cams_are_unsure(tiny_cfg):
 
 
 def test_rerun_skips_finished_images(tiny_cfg):
-    cfg = tiny_cfg("ir_label.workers=1")
+    cfg = tiny_cfg("ir_label.workers=1", "ir_label.fg_threshold=0.30", "ir_label.bg_threshold=0.05")
     write_cams(cfg, 1.0)
     done = make_ir_label.label_dir(cfg.work_dir) / "synth_000003.png"
     save_mask(done, np.full((64, 64), 7, np.uint8))
@@ -66,8 +66,8 @@ def test_rerun_skips_finished_images(tiny_cfg):
 
 
 def test_two_workers_write_the_same_labels_as_one(tiny_cfg, tmp_path):
-    one = tiny_cfg("ir_label.workers=1", f"work_dir={tmp_path / 'one'}")
-    two = tiny_cfg("ir_label.workers=2", f"work_dir={tmp_path / 'two'}")
+    one = tiny_cfg("ir_label.workers=1", "ir_label.fg_threshold=0.30", "ir_label.bg_threshold=0.05", f"work_dir={tmp_path / 'one'}")
+    two = tiny_cfg("ir_label.workers=2", "ir_label.fg_threshold=0.30", "ir_label.bg_threshold=0.05", f"work_dir={tmp_path / 'two'}")
     for cfg in (one, two):
         write_cams(cfg, 0.6)
         make_ir_label.run(cfg)
@@ -81,3 +81,30 @@ def test_two_workers_write_the_same_labels_as_one(tiny_cfg, tmp_path):
 def test_missing_cam_is_a_clear_error(tiny_cfg):
     with pytest.raises(RpnetError, match="run make-cam first"):
         make_ir_label.run(tiny_cfg("ir_label.workers=1"))
+
+
+def test_auto_thresholds_are_the_calibrated_cam_threshold_and_its_half(tiny_cfg):
+    # CAMs of 0.3 and 0.9 on alternate object rows, 0 elsewhere: the lower three-class Otsu edge t
+    # lies in (0, 0.3], so t and t / 2 both mark the objects foreground and the rest background.
+    cfg = tiny_cfg("ir_label.workers=1")
+    data = build_dataset(cfg.data, cfg.data.train_split, masks=True)
+    for i, rec in enumerate(data.records):
+        mask = data[i]["mask"]
+        keys = np.array(sorted(rec.tags))
+        level = np.where(np.arange(mask.shape[0])[:, None] % 2 == 0, 0.3, 0.9)
+        high = np.stack([(mask == k + 1) * level for k in keys]).astype(np.float16)
+        save_npz(cam_dir(cfg.work_dir) / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
+    make_ir_label.run(cfg)
+    calibration = read_json(cfg.work_dir / "make_ir_label" / "calibration.json")
+    fg, bg = calibration["values"]["fg_threshold"], calibration["values"]["bg_threshold"]
+    assert 0 < fg <= 0.3 and bg == round(fg / 2, 4)
+    assert calibration["sources"] == {"fg_threshold": "auto", "bg_threshold": "auto"}
+    values = sum(load_npz(p)["high_res"].size for p in cam_dir(cfg.work_dir).glob("*.npz"))
+    assert sum(calibration["evidence"]["cam_value_histogram"]) == values  # every CAM value, once
+
+
+def test_constant_cams_cannot_be_calibrated(tiny_cfg):
+    cfg = tiny_cfg("ir_label.workers=1")
+    write_cams(cfg, 0.0)
+    with pytest.raises(RpnetError, match="set it to a number"):
+        make_ir_label.run(cfg)

@@ -7,7 +7,7 @@ import torch
 from rpnet.data.build import build_dataset
 from rpnet.engine.checkpoint import save_model_weights
 from rpnet.errors import RpnetError
-from rpnet.io import IGNORE_INDEX, load_mask, save_mask, save_npz
+from rpnet.io import IGNORE_INDEX, load_mask, load_npz, read_json, save_mask, save_npz
 from rpnet.stages import make_pseudo
 from rpnet.stages.make_cam import cam_dir
 from rpnet.stages.train_irn import build_irn
@@ -18,7 +18,7 @@ EDGE_LOGIT = 20.0  # sigmoid(-20) ~ 2e-9: no boundary anywhere; sigmoid(20): bou
 
 def write_cams(cfg):
     """CAMs that are 1 on each tagged class's GT pixels and 0 elsewhere; returns {id: (keys, gt)}."""
-    data = build_dataset(cfg.data, cfg.data.train_split)
+    data = build_dataset(cfg.data, cfg.data.train_split, masks=True)
     truth = {}
     for i, rec in enumerate(data.records):
         mask = data[i]["mask"]
@@ -68,7 +68,8 @@ def test_without_boundaries_the_walk_spreads_the_class_over_the_image(tiny_cfg):
 
 def test_boundaries_everywhere_leave_only_background(tiny_cfg):
     # the CAMs are multiplied by (1 - boundary) before the walk: nothing is left to spread
-    cfg = tiny_cfg(*FAST)
+    # (and nothing to calibrate a background score from: a number is needed)
+    cfg = tiny_cfg(*FAST, "pseudo.bg_threshold=0.25")
     truth = write_cams(cfg)
     write_irn(cfg, edge_logit=EDGE_LOGIT)
     out = make_pseudo.run(cfg)
@@ -109,3 +110,22 @@ def test_missing_inputs_are_clear_errors(tiny_cfg):
     write_cams(cfg)
     with pytest.raises(RpnetError, match="run train-irn first"):
         make_pseudo.run(cfg)
+
+
+def test_walks_and_the_calibrated_background_score_are_written(tiny_cfg):
+    cfg = tiny_cfg(*FAST)
+    truth = write_cams(cfg)
+    write_irn(cfg, edge_logit=-EDGE_LOGIT)
+    make_pseudo.run(cfg)
+    calibration = read_json(cfg.work_dir / "make_pseudo" / "calibration.json")
+    assert calibration["sources"] == {"bg_threshold": "auto"} and 0 < calibration["values"]["bg_threshold"] < 1
+    for image_id, (keys, _) in truth.items():
+        walk = load_npz(make_pseudo.walk_dir(cfg.work_dir) / f"{image_id}.npz")
+        assert walk["keys"].tolist() == list(keys) and walk["size"].tolist() == [64, 64]
+        assert walk["walked"].shape == (len(keys), 16, 16)
+    # a number in the config wins over the estimate, which is still recorded
+    again = tiny_cfg(*FAST, "pseudo.bg_threshold=0.9", "work_dir=" + str(cfg.work_dir))
+    (cfg.work_dir / "make_pseudo" / "masks").rename(cfg.work_dir / "old_masks")
+    make_pseudo.run(again)
+    calibration2 = read_json(cfg.work_dir / "make_pseudo" / "calibration.json")
+    assert calibration2["values"] == {"bg_threshold": 0.9} and calibration2["estimates"] == calibration["estimates"]

@@ -20,7 +20,7 @@ FAST = ("train_irn.batch_size=4", "train_irn.crop_size=64", "train_irn.path_radi
 
 def write_labels(cfg):
     """Confident labels = the ground truth (255 borders stay unsure)."""
-    data = build_dataset(cfg.data, cfg.data.train_split)
+    data = build_dataset(cfg.data, cfg.data.train_split, masks=True)
     for i, rec in enumerate(data.records):
         save_mask(label_dir(cfg.work_dir) / f"{rec.id}.png", data[i]["mask"])
 

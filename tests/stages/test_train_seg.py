@@ -19,7 +19,7 @@ FAST = ("train_seg.batch_size=4", "train_seg.crop_size=64", "train_seg.output_st
 
 def write_pseudo_masks(cfg, label):
     """make-pseudo's output, fabricated: every training image's mask filled with ``label``."""
-    data = build_dataset(cfg.data, cfg.data.train_split)
+    data = build_dataset(cfg.data, cfg.data.train_split, masks=True)
     for i, rec in enumerate(data.records):
         save_mask(mask_dir(cfg.work_dir) / f"{rec.id}.png", np.full(data[i]["mask"].shape, label, np.uint8))
 

@@ -7,6 +7,8 @@ class (Table II).
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from pathlib import Path
 from typing import Callable
@@ -54,13 +56,16 @@ def build_dataset(
     *,
     for_training: bool = False,
     seed: int = 0,
+    masks: bool = False,
 ) -> TaggedImages:
     """The images of ``split`` in the layout ``data.format`` names, under ``data.root``.
 
     ``transform(sample, rng)`` is applied per sample (see :class:`TaggedImages`), with
     ``seed`` seeding augmentation. With ``for_training``, images without tags are
     dropped (one warning lists them) and ``data.fraction < 1`` keeps a seeded,
-    class-stratified subset. Raises :class:`ConfigError` for an unknown format and
+    class-stratified subset. Ground truth is for scoring only: the samples carry ``"mask"`` only
+    with ``masks=True`` (the eval stages, and train-seg's ground-truth upper bound), so no other
+    stage can open a mask file. Raises :class:`ConfigError` for an unknown format and
     :class:`DataError` when ``data.root`` is unset or missing or the split is empty.
     """
     if data.format not in LOADERS:
@@ -73,6 +78,8 @@ def build_dataset(
     if not root.is_dir():
         raise DataError(f"data.root {root} is not a folder (set it with --set data.root=DIR; `rpnet synth DIR` writes a synthetic dataset)")
     records, class_names, mask_loader = LOADERS[data.format](data, root, split)
+    if not masks:
+        records, mask_loader = [dataclasses.replace(r, mask=None) for r in records], None
     dataset = TaggedImages(records, class_names, transform=transform, mask_loader=mask_loader, seed=seed)
     if for_training:
         dataset = drop_untagged(dataset)

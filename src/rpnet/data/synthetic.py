@@ -66,13 +66,14 @@ import io
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import contourpy  # matplotlib's contour tracer (a dependency of matplotlib >= 3.6)
 import numpy as np
 from pycocotools import mask as mask_utils
 from scipy import ndimage
 
+from ..config import from_dict, parse_override, to_dict
 from ..errors import ConfigError
 from ..io import IGNORE_INDEX, atomic_write_text, save_image, save_mask, write_json
 
@@ -122,6 +123,7 @@ HEAD_COLOUR_JITTER = 0.05  # per channel, uniform
 PART_SHADING = 0.25  # brightness falls by this much from a part's centre to its rim
 
 # --- body colours: deliberately close between classes ---------------------------
+BODY_HUE_START = 22.0  # degrees: an orange brown; the classes step towards olive from here
 BODY_HUE_STEP = 12.0  # degrees between neighbouring classes' body hues
 BODY_HUE_JITTER = 5.0  # degrees, per instance
 BODY_SATURATION = (0.28, 0.42)
@@ -156,6 +158,60 @@ PIXEL_NOISE = 0.02  # std of the final additive noise
 
 
 @dataclass(frozen=True)
+class SynthSpec:
+    """The statistics of one dataset design; the defaults are the module constants above.
+
+    ``rpnet synth --profile NAME`` picks one of :data:`PROFILES`, ``--spec KEY=VALUE`` changes
+    single fields. Ranges are (low, high) of a uniform draw; probabilities of counts are for
+    1, 2, 3 ... in order. The defaults reproduce the built-in dataset byte for byte.
+    """
+
+    num_classes: int = 6  # the first N of CLASSES
+    classes_per_image: tuple[float, ...] = tuple(NUM_CLASSES_PROBS.values())
+    objects_per_image: tuple[float, ...] = tuple(NUM_OBJECTS_PROBS.values())
+    object_size: tuple[float, float] = BODY_SEMI_MAJOR  # body semi-major axis, of the image side
+    head_fraction: tuple[float, float] = HEAD_AREA_FRACTION  # head area / object area
+    body_hue_step: float = BODY_HUE_STEP  # degrees between neighbouring classes' body hues
+    strong_body_prob: float = STRONG_BODY_PROB  # instances whose body texture is plain to see
+    context_prob: float = CONTEXT_PROB  # an image shows the context of one of its classes
+    stray_context_prob: float = STRAY_CONTEXT_PROB  # otherwise, of an absent class
+    context_extent: tuple[float, float] = CONTEXT_EXTENT  # of the image height
+    distractors: tuple[int, int] = DISTRACTORS_GENERIC  # unlabelled shapes on a generic background
+    distractors_context: tuple[int, int] = DISTRACTORS_CONTEXT  # and on a context background
+
+    def __post_init__(self) -> None:
+        def fail(name: str, rule: str) -> None:
+            raise ConfigError(f"synthetic spec {name} must be {rule}, got {getattr(self, name)!r}")
+
+        if not 1 <= self.num_classes <= len(CLASSES):
+            fail("num_classes", f"1..{len(CLASSES)}")
+        for name in ("classes_per_image", "objects_per_image"):
+            probs = getattr(self, name)
+            if not probs or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
+                fail(name, "a non-empty list of probabilities summing to 1")
+        if len(self.classes_per_image) > self.num_classes:
+            fail("classes_per_image", f"at most num_classes ({self.num_classes}) long")
+        for name, top in (("object_size", 0.5), ("head_fraction", 0.9), ("context_extent", 1.0)):
+            low, high = getattr(self, name)
+            if not 0 < low <= high <= top:
+                fail(name, f"(low, high) with 0 < low <= high <= {top}")
+        for name in ("strong_body_prob", "context_prob", "stray_context_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                fail(name, "in [0, 1]")
+        if self.body_hue_step < 0:
+            fail("body_hue_step", "non-negative")
+        for name in ("distractors", "distractors_context"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                fail(name, "(low, high) with 0 <= low <= high")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return CLASS_NAMES[:self.num_classes]
+
+
+
+@dataclass(frozen=True)
 class ClassStyle:
     """How one class looks: a distinctive head, an ambiguous body, a context."""
 
@@ -163,34 +219,46 @@ class ClassStyle:
     frequency: float  # relative weight when drawing an image's classes
     head_colours: tuple[RGB, RGB]  # the two colours of the head's pattern
     head_pattern: str  # key of HEAD_PATTERNS
-    body_hue: float  # degrees (HSV); neighbours differ by BODY_HUE_STEP only
     body_texture_angle: float  # degrees, in the object's own frame
     context: str  # key of CONTEXTS
-
-
-BODY_HUE_START = 22.0  # degrees: an orange brown; the classes step towards olive from here
-
-
-def _style(index: int, name: str, frequency: float, head: tuple[RGB, RGB], pattern: str,
-           texture_angle: float, context: str) -> ClassStyle:
-    return ClassStyle(name, frequency, head, pattern, BODY_HUE_START + index * BODY_HUE_STEP, texture_angle, context)
 
 
 # Heads: saturated, high-contrast pairs, far apart between classes. Bodies: hues
 # BODY_HUE_STEP apart. Frequencies: person and car common, plane rare (as in VOC).
 CLASSES: tuple[ClassStyle, ...] = (
-    _style(0, "bird", 0.15, ((0.98, 0.82, 0.08), (0.10, 0.10, 0.10)), "stripes", 0.0, "foliage"),
-    _style(1, "boat", 0.18, ((0.86, 0.12, 0.16), (0.96, 0.96, 0.96)), "rings", 45.0, "water"),
-    _style(2, "car", 0.22, ((0.08, 0.78, 0.92), (0.08, 0.12, 0.43)), "checker", 90.0, "road"),
-    _style(3, "cat", 0.12, ((0.90, 0.16, 0.78), (0.98, 0.98, 0.98)), "dots", 135.0, "carpet"),
-    _style(4, "person", 0.25, ((1.00, 0.60, 0.75), (0.35, 0.00, 0.55)), "diagonal", 20.0, "grass"),
-    _style(5, "plane", 0.08, ((1.00, 0.47, 0.00), (0.98, 0.98, 0.98)), "halves", 160.0, "sky"),
+    ClassStyle("bird", 0.15, ((0.98, 0.82, 0.08), (0.10, 0.10, 0.10)), "stripes", 0.0, "foliage"),
+    ClassStyle("boat", 0.18, ((0.86, 0.12, 0.16), (0.96, 0.96, 0.96)), "rings", 45.0, "water"),
+    ClassStyle("car", 0.22, ((0.08, 0.78, 0.92), (0.08, 0.12, 0.43)), "checker", 90.0, "road"),
+    ClassStyle("cat", 0.12, ((0.90, 0.16, 0.78), (0.98, 0.98, 0.98)), "dots", 135.0, "carpet"),
+    ClassStyle("person", 0.25, ((1.00, 0.60, 0.75), (0.35, 0.00, 0.55)), "diagonal", 20.0, "grass"),
+    ClassStyle("plane", 0.08, ((1.00, 0.47, 0.00), (0.98, 0.98, 0.98)), "halves", 160.0, "sky"),
 )
 CLASS_NAMES: tuple[str, ...] = tuple(style.name for style in CLASSES)
 # COCO's category ids have gaps (1..90 for 80 classes); ours do too, so that a loader
 # that confuses ids with indices fails on this dataset rather than on real COCO.
 COCO_CATEGORY_IDS: tuple[int, ...] = (1, 2, 3, 5, 7, 11)
 POLYGON_MIN_IOU = 0.9  # below this round-trip IoU an instance is stored as RLE instead
+
+DEFAULT_SPEC = SynthSpec()
+# Dataset designs of the generalisation suite (benchmarks/generalisation.py, docs/experiments.md): each moves
+# the statistics that decide where a CAM's best background threshold lies (object and part size, the
+# context cue, clutter, crowding) away from the default design.
+PROFILES: dict[str, SynthSpec] = {
+    "default": DEFAULT_SPEC,
+    # Big objects whose distinctive part is small: a CAM covers a small share of each object.
+    "large-objects": SynthSpec(object_size=(0.36, 0.50), head_fraction=(0.08, 0.14)),
+    # Small objects on backgrounds that usually show their class's context: CAMs spill over them.
+    "small-context": SynthSpec(object_size=(0.14, 0.24), head_fraction=(0.25, 0.40), context_prob=0.8,
+                               context_extent=(0.6, 1.0)),
+    # Bodies that differ between classes and show their texture: the whole object is evidence.
+    "distinct-bodies": SynthSpec(body_hue_step=45.0, strong_body_prob=0.9),
+    # Many objects and classes per image among heavy clutter.
+    "crowded": SynthSpec(classes_per_image=(0.2, 0.45, 0.35), objects_per_image=(0.1, 0.3, 0.3, 0.3),
+                         object_size=(0.18, 0.32), distractors=(5, 10), distractors_context=(3, 6)),
+    # Three classes, each nearly always on its own context.
+    "few-classes": SynthSpec(num_classes=3, classes_per_image=(0.85, 0.15), context_prob=0.6,
+                             stray_context_prob=0.3),
+}
 
 
 @dataclass(frozen=True)
@@ -350,10 +418,11 @@ CONTEXTS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
 CONTEXT_FROM_TOP = frozenset({"sky", "foliage"})  # the rest rise from the bottom edge
 
 
-def _context_band(rng: np.random.Generator, size: int, context: str) -> np.ndarray:
-    """(size, size) bool: a band from the context's side covering CONTEXT_EXTENT of the height."""
+def _context_band(rng: np.random.Generator, size: int, context: str,
+                  extent_range: tuple[float, float] = CONTEXT_EXTENT) -> np.ndarray:
+    """(size, size) bool: a band from the context's side covering ``extent_range`` of the height."""
     y, _ = _grid(size)
-    extent = rng.uniform(*CONTEXT_EXTENT) * size
+    extent = rng.uniform(*extent_range) * size
     edge = extent + CONTEXT_EDGE_WOBBLE * size * (2 * _smooth_noise(rng, size, 1, 3)[0] - 1)
     return y < edge[None, :] if context in CONTEXT_FROM_TOP else y >= size - edge[None, :]
 
@@ -414,10 +483,11 @@ class _Geometry:
     nominal_area: float  # area of head | body if nothing were cut by the image edge
 
 
-def _place_object(rng: np.random.Generator, size: int, style: ClassStyle) -> _Geometry:
-    """Draw one object's shape and colours at a random pose."""
+def _place_object(rng: np.random.Generator, size: int, cls: int, spec: SynthSpec) -> _Geometry:
+    """Draw one object of class index ``cls`` (its shape and colours) at a random pose."""
+    style = CLASSES[cls]
     y, x = _grid(size)
-    a = rng.uniform(*BODY_SEMI_MAJOR) * size
+    a = rng.uniform(*spec.object_size) * size
     b = a * rng.uniform(*BODY_ASPECT)
     cy, cx = rng.uniform(*CENTRE_RANGE, size=2) * size
     angle = rng.uniform(0, 2 * np.pi)
@@ -434,7 +504,7 @@ def _place_object(rng: np.random.Generator, size: int, style: ClassStyle) -> _Ge
     body = rho < outline(np.arctan2(vn, un))
 
     # The head sits on the outline at a random side, moved along the normal by HEAD_OFFSET radii.
-    fraction = rng.uniform(*HEAD_AREA_FRACTION)
+    fraction = rng.uniform(*spec.head_fraction)
     body_area = np.pi * a * b
     head_area = fraction * body_area / (1.0 - HEAD_OUTSIDE_FRACTION * fraction)
     r = np.sqrt(head_area / np.pi)
@@ -453,11 +523,11 @@ def _place_object(rng: np.random.Generator, size: int, style: ClassStyle) -> _Ge
     body &= ~head
 
     # Body: a muted hue close to the other classes', shading, a faint class texture, noise.
-    hue = style.body_hue + rng.uniform(-BODY_HUE_JITTER, BODY_HUE_JITTER)
+    hue = BODY_HUE_START + cls * spec.body_hue_step + rng.uniform(-BODY_HUE_JITTER, BODY_HUE_JITTER)
     base = _hsv(hue, rng.uniform(*BODY_SATURATION), rng.uniform(*BODY_VALUE))
     tex_angle = np.deg2rad(style.body_texture_angle)
     stripes = np.sin(2 * np.pi * BODY_TEXTURE_CYCLES * (un * np.cos(tex_angle) + vn * np.sin(tex_angle) * b / a))
-    amplitude = STRONG_BODY_TEXTURE_AMPLITUDE if rng.random() < STRONG_BODY_PROB else BODY_TEXTURE_AMPLITUDE
+    amplitude = STRONG_BODY_TEXTURE_AMPLITUDE if rng.random() < spec.strong_body_prob else BODY_TEXTURE_AMPLITUDE
     brightness = (1.0 - PART_SHADING * np.minimum(rho, 1.0) ** 2 + amplitude * stripes
                   + BODY_NOISE * rng.standard_normal((size, size)))
     colour = base * brightness[..., None]
@@ -474,23 +544,23 @@ def _place_object(rng: np.random.Generator, size: int, style: ClassStyle) -> _Ge
     return _Geometry(head=head, body=body, colour=colour, nominal_area=nominal)
 
 
-def _choose(rng: np.random.Generator, probs: dict[int, float]) -> int:
-    keys = list(probs)
-    return keys[rng.choice(len(keys), p=np.array([probs[k] for k in keys]))]
+def _choose(rng: np.random.Generator, probs: tuple[float, ...]) -> int:
+    """A count 1, 2, ... drawn with probabilities ``probs`` (of 1, 2, ... in order)."""
+    return 1 + int(rng.choice(len(probs), p=np.array(probs)))
 
 
-def _layout(rng: np.random.Generator, size: int) -> tuple[list[int], list[_Geometry], np.ndarray]:
+def _layout(rng: np.random.Generator, size: int, spec: SynthSpec) -> tuple[list[int], list[_Geometry], np.ndarray]:
     """Place the objects: their classes, shapes and the (H, W) int map of the top object.
 
     The map holds 0 for background and ``j + 1`` where object j is on top. An object
     that cannot be placed without hiding too much of an earlier one (or being mostly
     outside the image) after MAX_PLACEMENT_TRIES is dropped.
     """
-    frequencies = np.array([style.frequency for style in CLASSES])
-    n_classes = _choose(rng, NUM_CLASSES_PROBS)
-    drawn = rng.choice(len(CLASSES), size=n_classes, replace=False, p=frequencies / frequencies.sum())
+    frequencies = np.array([style.frequency for style in CLASSES[:spec.num_classes]])
+    n_classes = _choose(rng, spec.classes_per_image)
+    drawn = rng.choice(spec.num_classes, size=n_classes, replace=False, p=frequencies / frequencies.sum())
     classes = [int(k) for k in drawn]
-    n_objects = max(n_classes, _choose(rng, NUM_OBJECTS_PROBS))
+    n_objects = max(n_classes, _choose(rng, spec.objects_per_image))
     planned = classes + [classes[int(rng.integers(n_classes))] for _ in range(n_objects - n_classes)]
 
     top = np.zeros((size, size), dtype=np.int64)
@@ -500,7 +570,7 @@ def _layout(rng: np.random.Generator, size: int) -> tuple[list[int], list[_Geome
     min_area = MIN_OBJECT_AREA * size * size
     for cls in planned:
         for _ in range(MAX_PLACEMENT_TRIES):
-            geom = _place_object(rng, size, CLASSES[cls])
+            geom = _place_object(rng, size, cls, spec)
             shape = geom.head | geom.body
             area = int(shape.sum())
             if area < min_area or area < MIN_IN_IMAGE_FRACTION * geom.nominal_area:
@@ -523,13 +593,14 @@ def _ignore_band(top: np.ndarray) -> np.ndarray:
     return highest != ndimage.minimum_filter(top, size=width, mode="nearest")
 
 
-def render_sample(rng: np.random.Generator, size: int) -> Sample:
+def render_sample(rng: np.random.Generator, size: int, spec: SynthSpec = DEFAULT_SPEC) -> Sample:
     """Draw one synthetic image, its mask and its objects.
 
     Args:
         rng: the generator every random choice is drawn from (the same state gives
             the same sample).
         size: image side in pixels (>= MIN_SIZE).
+        spec: the dataset design (object and part sizes, context, clutter, classes).
 
     Returns:
         :class:`Sample`: image (size, size, 3) uint8, mask (size, size) uint8 with
@@ -538,24 +609,24 @@ def render_sample(rng: np.random.Generator, size: int) -> Sample:
     """
     if size < MIN_SIZE:
         raise ValueError(f"size must be at least {MIN_SIZE} pixels, got {size}")
-    placed, shapes, top = _layout(rng, size)
+    placed, shapes, top = _layout(rng, size, spec)
 
     # Background: the context of one of the image's classes, or of a stray class, or none.
     context: int | None = None
-    if placed and rng.random() < CONTEXT_PROB:
+    if placed and rng.random() < spec.context_prob:
         present = sorted(set(placed))
         context = present[int(rng.integers(len(present)))]
-    elif rng.random() < STRAY_CONTEXT_PROB:
-        absent = [k for k in range(len(CLASSES)) if k not in placed]
+    elif rng.random() < spec.stray_context_prob:
+        absent = [k for k in range(spec.num_classes) if k not in placed]
         context = absent[int(rng.integers(len(absent)))] if absent else None
     img = _generic_background(rng, size)
     if context is None:
-        _draw_distractors(rng, img, int(rng.integers(DISTRACTORS_GENERIC[0], DISTRACTORS_GENERIC[1] + 1)))
+        _draw_distractors(rng, img, int(rng.integers(spec.distractors[0], spec.distractors[1] + 1)))
     else:
         name = CLASSES[context].context
-        band = _context_band(rng, size, name)
+        band = _context_band(rng, size, name, spec.context_extent)
         img = np.where(band[..., None], CONTEXTS[name](rng, size), img)
-        _draw_distractors(rng, img, int(rng.integers(DISTRACTORS_CONTEXT[0], DISTRACTORS_CONTEXT[1] + 1)))
+        _draw_distractors(rng, img, int(rng.integers(spec.distractors_context[0], spec.distractors_context[1] + 1)))
 
     for j, geom in enumerate(shapes):
         img = np.where((top == j + 1)[..., None], geom.colour, img)
@@ -588,10 +659,10 @@ def sample_id(index: int) -> str:
     return f"{ID_PREFIX}{index:0{ID_DIGITS}d}"
 
 
-def render_indexed(seed: int, index: int, size: int) -> Sample:
-    """The sample that :func:`generate` writes as ``sample_id(index)`` for this seed."""
+def render_indexed(seed: int, index: int, size: int, spec: SynthSpec = DEFAULT_SPEC) -> Sample:
+    """The sample that :func:`generate` writes as ``sample_id(index)`` for this seed and design."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SYNTH_STREAM, index)))
-    return render_sample(rng, size)
+    return render_sample(rng, size, spec)
 
 
 # --- layouts on disk ----------------------------------------------------------------
@@ -623,19 +694,19 @@ def _lines(items: list[str]) -> str:
     return "".join(f"{item}\n" for item in items)
 
 
-def _class_list() -> list[str]:
-    return [BACKGROUND, *CLASS_NAMES]
+def _class_list(spec: SynthSpec) -> list[str]:
+    return [BACKGROUND, *spec.class_names]
 
 
-def _write_voc(out: Path, splits: dict[str, list[int]], seed: int, size: int) -> None:
+def _write_voc(out: Path, splits: dict[str, list[int]], seed: int, size: int, spec: SynthSpec) -> None:
     for split, indices in splits.items():
         for index in indices:
-            stem, sample = sample_id(index), render_indexed(seed, index, size)
+            stem, sample = sample_id(index), render_indexed(seed, index, size, spec)
             save_image(out / "JPEGImages" / f"{stem}.jpg", sample.image, quality=JPEG_QUALITY)
             atomic_write_text(out / "Annotations" / f"{stem}.xml", _voc_xml(stem, sample))
             save_mask(out / "SegmentationClass" / f"{stem}.png", sample.mask)
         atomic_write_text(out / "ImageSets" / "Segmentation" / f"{split}.txt", _lines([sample_id(i) for i in indices]))
-    atomic_write_text(out / "classes.txt", _lines(_class_list()))
+    atomic_write_text(out / "classes.txt", _lines(_class_list(spec)))
 
 
 def _polygons(visible: np.ndarray) -> list[list[float]]:
@@ -668,15 +739,15 @@ def _coco_segmentation(visible: np.ndarray) -> dict | list:
     return {"size": [int(h), int(w)], "counts": rle["counts"].decode("ascii")}
 
 
-def _write_coco(out: Path, splits: dict[str, list[int]], seed: int, size: int) -> None:
+def _write_coco(out: Path, splits: dict[str, list[int]], seed: int, size: int, spec: SynthSpec) -> None:
     categories = [{"id": cid, "name": name, "supercategory": "synthetic"}
-                  for cid, name in zip(COCO_CATEGORY_IDS, CLASS_NAMES)]
+                  for cid, name in zip(COCO_CATEGORY_IDS, spec.class_names)]
     ann_id = 1
     for split, indices in splits.items():
         images, annotations = [], []
         folder = f"{split}2014"
         for index in indices:
-            stem, sample = sample_id(index), render_indexed(seed, index, size)
+            stem, sample = sample_id(index), render_indexed(seed, index, size, spec)
             save_image(out / folder / f"{stem}.jpg", sample.image, quality=JPEG_QUALITY)
             image_id = index + 1  # COCO's image ids start at 1; some tools treat 0 as "none"
             images.append({"id": image_id, "file_name": f"{stem}.jpg", "height": size, "width": size})
@@ -696,34 +767,45 @@ def _write_coco(out: Path, splits: dict[str, list[int]], seed: int, size: int) -
         })
 
 
-def _write_folder(out: Path, splits: dict[str, list[int]], seed: int, size: int) -> None:
+def _write_folder(out: Path, splits: dict[str, list[int]], seed: int, size: int, spec: SynthSpec) -> None:
     rows = io.StringIO()
     writer = csv.writer(rows, lineterminator="\n")
     writer.writerow(["image", "tags"])
     for split, indices in splits.items():
         for index in indices:
-            stem, sample = sample_id(index), render_indexed(seed, index, size)
+            stem, sample = sample_id(index), render_indexed(seed, index, size, spec)
             save_image(out / "images" / f"{stem}.png", sample.image)
             save_mask(out / "masks" / f"{stem}.png", sample.mask)
             writer.writerow([f"{stem}.png", " ".join(sorted({obj.name for obj in sample.objects}))])
         atomic_write_text(out / f"{split}.txt", _lines([f"{sample_id(i)}.png" for i in indices]))
     atomic_write_text(out / "tags.csv", rows.getvalue())
-    atomic_write_text(out / "classes.txt", _lines(_class_list()))
+    atomic_write_text(out / "classes.txt", _lines(_class_list(spec)))
 
 
-WRITERS: dict[str, Callable[[Path, dict[str, list[int]], int, int], None]] = {
+def spec_from_overrides(profile: str = "default", overrides: Sequence[str] = ()) -> SynthSpec:
+    """The design named ``profile`` with ``KEY=VALUE`` changes (values parsed as YAML, as ``--set``)."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown synthetic profile {profile!r}; choose from {sorted(PROFILES)}")
+    raw = to_dict(PROFILES[profile])
+    for item in overrides:
+        key, value = parse_override(item)
+        raw[key] = value
+    return from_dict(SynthSpec, raw, prefix="spec.")
+
+
+WRITERS: dict[str, Callable[[Path, dict[str, list[int]], int, int, SynthSpec], None]] = {
     "voc": _write_voc, "coco": _write_coco, "folder": _write_folder,
 }
 
 
 def generate(out_dir: str | Path, *, n_train: int = 200, n_val: int = 60, size: int = 128,
-             seed: int = 0, fmt: str = "voc") -> Path:
+             seed: int = 0, fmt: str = "voc", spec: SynthSpec = DEFAULT_SPEC) -> Path:
     """Write a synthetic dataset of ``n_train + n_val`` images into ``out_dir``; return it.
 
     Image ids are ``synth_000000`` upwards: train first, then val (disjoint). Image
     ``i`` depends only on (seed, i, size), so the same arguments give byte-identical
-    files. ``fmt`` picks the layout (see the module docstring); ``out_dir/synth.json``
-    records the arguments and the class list. Existing files of the same names are
+    files. ``fmt`` picks the layout (see the module docstring) and ``spec`` the design
+    (:data:`PROFILES`); ``out_dir/synth.json`` records the arguments, the design and the class list. Existing files of the same names are
     replaced.
 
     Raises :class:`~rpnet.errors.ConfigError` naming the bad argument.
@@ -743,16 +825,18 @@ def generate(out_dir: str | Path, *, n_train: int = 200, n_val: int = 60, size: 
         raise ConfigError(f"output path {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     splits = {"train": list(range(n_train)), "val": list(range(n_train, n_train + n_val))}
-    WRITERS[fmt](out, splits, seed, size)
+    WRITERS[fmt](out, splits, seed, size, spec)
     write_json(out / "synth.json", {
         "generator": "rpnet.data.synthetic", "format": fmt, "n_train": n_train, "n_val": n_val,
-        "size": size, "seed": seed, "classes": _class_list(),
-        "contexts": {style.name: style.context for style in CLASSES},
+        "size": size, "seed": seed, "classes": _class_list(spec),
+        "contexts": {style.name: style.context for style in CLASSES[:spec.num_classes]},
+        "spec": to_dict(spec),
     })
     return out
 
 
 __all__ = [
-    "CLASSES", "CLASS_NAMES", "COCO_CATEGORY_IDS", "ClassStyle", "Sample", "SynthObject",
+    "CLASSES", "CLASS_NAMES", "COCO_CATEGORY_IDS", "DEFAULT_SPEC", "PROFILES", "ClassStyle", "Sample", "SynthObject",
+    "SynthSpec", "spec_from_overrides",
     "generate", "render_indexed", "render_sample", "sample_id",
 ]

@@ -148,6 +148,57 @@ def random_walk_dense_reference(cams: Tensor, transition: Tensor, steps: int = W
     return walked.reshape(num_classes, height, width)
 
 
+def walk_cams(cams: Tensor, edge: Tensor, *, radius: int = WALK_RADIUS, beta: float = WALK_BETA,
+              steps: int = WALK_STEPS) -> Tensor:
+    """IRN's walk (make_sem_seg_labels): CAMs spread within the regions the boundaries enclose.
+
+    cams (K, h, w) the stride-4 CAMs of the image's K tagged classes, each max-normalised
+    (stage 2's output); edge (h, w) the IRN boundary probabilities in [0, 1] -> (K, h, w).
+
+    1. T from the boundary map (:func:`affinity_stencil`, :func:`transition_stencil`).
+    2. The CAMs are multiplied by (1 - edge), so boundary pixels start with no score.
+    3. ``steps`` walk steps spread the scores within regions (:func:`random_walk_stencil`).
+    """
+    if cams.shape[-2:] != edge.shape:
+        raise ValueError(f"CAMs of size {tuple(cams.shape[-2:])} but a boundary map of size {tuple(edge.shape)}")
+    if cams.shape[0] == 0:
+        return cams.clone()
+    transition = transition_stencil(affinity_stencil(edge, radius, beta))
+    return random_walk_stencil(cams * (1 - edge), transition, steps)
+
+
+def walk_scores(walked: Tensor, image_size: tuple[int, int], stride: int = FEATURE_STRIDE) -> Tensor:
+    """The walked CAMs as class scores of the image (IRN, after the walk).
+
+    walked (K, h, w) from :func:`walk_cams`, image_size (H, W) with h, w = ceil(H / stride),
+    ceil(W / stride) -> (K, H, W) in [0, 1]:
+
+    4. Bilinear upsampling by ``stride`` (align_corners=False), cropped to (H, W).
+    5. Division by the single max over all classes and pixels (IRN's global max: the classes
+       keep their relative strengths after the walk).
+    """
+    height, width = image_size
+    if walked.shape[-2] * stride < height or walked.shape[-1] * stride < width:
+        raise ValueError(f"CAMs of size {tuple(walked.shape[-2:])} at stride {stride} "
+                         f"do not cover an image of size {image_size}")
+    if walked.shape[0] == 0:
+        return walked.new_zeros(0, height, width)
+    up = F.interpolate(walked[:, None], scale_factor=stride, mode="bilinear", align_corners=False)
+    up = up[:, 0, :height, :width]
+    return up / up.max().clamp_min(EPS)
+
+
+def scores_to_labels(scores: Tensor, keys: Sequence[int] | Tensor, bg_threshold: float) -> Tensor:
+    """IRN's argmax against a constant background: scores (K, H, W), keys (K,) 0-based classes
+    -> (H, W) uint8 with 0 where ``bg_threshold`` beats every class, else keys[k] + 1."""
+    keys = torch.as_tensor(keys, dtype=torch.long, device=scores.device).reshape(-1)
+    if scores.shape[0] != keys.numel():
+        raise ValueError(f"got {scores.shape[0]} score maps but {keys.numel()} keys")
+    full = torch.cat([scores.new_full((1, *scores.shape[1:]), bg_threshold), scores])
+    labels = torch.cat([keys.new_zeros(1), keys + 1])
+    return labels[full.argmax(dim=0)].to(torch.uint8)
+
+
 def pseudo_label_from_walk(
     cams: Tensor,
     keys: Sequence[int] | Tensor,
@@ -160,44 +211,13 @@ def pseudo_label_from_walk(
     bg_threshold: float = BG_THRESHOLD,
     stride: int = FEATURE_STRIDE,
 ) -> Tensor:
-    """IRN's semantic pseudo label (make_sem_seg_labels): CAMs walked inside the boundaries.
+    """IRN's semantic pseudo label: :func:`walk_cams`, :func:`walk_scores`, then :func:`scores_to_labels`.
 
-    Args:
-        cams: (K, h, w) the stride-``stride`` CAMs of the image's K tagged classes, each
-            max-normalised (stage 2's output); h, w = ceil(H / stride), ceil(W / stride).
-        keys: (K,) the 0-based foreground class of each CAM.
-        edge: (h, w) the IRN boundary probabilities in [0, 1] at the same stride.
-        image_size: (H, W) of the image.
-
-    Returns:
-        (H, W) uint8 label map: 0 background, keys[k] + 1 for class keys[k].
-
-    Steps:
-        1. T from the boundary map (:func:`affinity_stencil`, :func:`transition_stencil`).
-        2. The CAMs are multiplied by (1 - edge), so boundary pixels start with no score.
-        3. ``steps`` walk steps spread the scores within regions (:func:`random_walk_stencil`).
-        4. Bilinear upsampling by ``stride`` (align_corners=False), cropped to (H, W).
-        5. Division by the single max over all classes and pixels (IRN's global max: the
-           classes keep their relative strengths after the walk).
-        6. A background channel of constant ``bg_threshold`` is put first; the argmax is
-           mapped to labels through [0, keys + 1].
+    cams (K, h, w) stride-``stride`` CAMs, keys (K,) their 0-based classes, edge (h, w) boundary
+    probabilities, image_size (H, W) -> (H, W) uint8 label map: 0 background (where the constant
+    ``bg_threshold`` beats every walked score), keys[k] + 1 for class keys[k].
     """
-    height, width = image_size
-    keys = torch.as_tensor(keys, dtype=torch.long, device=cams.device).reshape(-1)
-    if cams.shape[0] != keys.numel():
-        raise ValueError(f"got {cams.shape[0]} CAMs but {keys.numel()} keys")
-    if cams.shape[-2:] != edge.shape:
-        raise ValueError(f"CAMs of size {tuple(cams.shape[-2:])} but a boundary map of size {tuple(edge.shape)}")
-    if cams.shape[-2] * stride < height or cams.shape[-1] * stride < width:
-        raise ValueError(f"CAMs of size {tuple(cams.shape[-2:])} at stride {stride} "
-                         f"do not cover an image of size {image_size}")
-    if keys.numel() == 0:
-        return torch.zeros(height, width, dtype=torch.uint8, device=cams.device)
-    transition = transition_stencil(affinity_stencil(edge, radius, beta))
-    walked = random_walk_stencil(cams * (1 - edge), transition, steps)
-    up = F.interpolate(walked[:, None], scale_factor=stride, mode="bilinear", align_corners=False)
-    up = up[:, 0, :height, :width]
-    up = up / up.max().clamp_min(EPS)
-    scores = torch.cat([torch.full_like(up[:1], bg_threshold), up])
-    labels = torch.cat([keys.new_zeros(1), keys + 1])
-    return labels[scores.argmax(dim=0)].to(torch.uint8)
+    if cams.shape[0] != torch.as_tensor(keys).numel():
+        raise ValueError(f"got {cams.shape[0]} CAMs but {torch.as_tensor(keys).numel()} keys")
+    walked = walk_cams(cams, edge, radius=radius, beta=beta, steps=steps)
+    return scores_to_labels(walk_scores(walked, image_size, stride), keys, bg_threshold)

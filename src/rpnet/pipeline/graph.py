@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Callable
 
 from ..config import Config
 from ..errors import ConfigError
@@ -37,11 +38,19 @@ GRAPH: dict[str, StageSpec] = {
     "train-irn": StageSpec(("train-cam", "make-ir-label"), ("seed", "data", "model", "ir_label", "train_irn")),
     # make-pseudo pads to train_irn.crop_size, as the IRN was trained.
     "make-pseudo": StageSpec(("make-cam", "train-irn"), ("seed", "data", "model", "train_irn", "pseudo")),
-    # eval-pseudo reads eval-cam's best threshold from metrics.json (eval_cam.threshold otherwise).
+    # eval-pseudo draws the CAM mask at eval-cam's calibrated threshold (or eval_cam.threshold's number).
     "eval-pseudo": StageSpec(("make-cam", "eval-cam", "make-pseudo"), ("data", "eval_cam", "eval_pseudo")),
     # train-seg starts from stage 1's backbone when no ImageNet weights are given (backbone_init auto).
     "train-seg": StageSpec(("train-cam", "make-pseudo"), ("seed", "data", "model", "train_seg")),
     "eval-seg": StageSpec(("train-seg",), ("data", "eval_seg")),
+}
+
+# The stages that score against ground truth, and the split each scores: `rpnet run` skips one, with a
+# one-line note, when its split has no masks (a user's own photos), and no other stage reads their outputs.
+EVAL_SPLITS: dict[str, Callable[[Config], str]] = {
+    "eval-cam": lambda cfg: cfg.eval_cam.split or cfg.data.train_split,
+    "eval-pseudo": lambda cfg: cfg.eval_pseudo.split or cfg.data.train_split,
+    "eval-seg": lambda cfg: cfg.eval_seg.split or cfg.data.eval_split,
 }
 
 # Keys that change how fast or where a stage runs, not what it writes: a change reruns nothing.

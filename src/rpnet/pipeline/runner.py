@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, save_config
+from ..data.build import build_dataset
 from ..engine.distributed import barrier, world
 from ..errors import ConfigError
 from ..io import read_json, write_json
-from .graph import check_stage, stage_module, stage_order
+from .graph import EVAL_SPLITS, check_stage, stage_module, stage_order
 from .state import DONE_RECORD, STARTED_RECORD, StageStatus, stage_statuses
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ METRICS = "metrics.json"
 
 @dataclass(frozen=True)
 class StageResult:
-    """What the runner did with one stage: ``action`` is "skipped", "ran" or "resumed"."""
+    """What the runner did with one stage: ``action`` is "skipped", "ran", "resumed" or
+    "no masks" (an eval stage whose split has no ground truth: not run)."""
 
     name: str
     action: str
@@ -77,6 +79,12 @@ def run_pipeline(cfg: Config, *, start: str | None = None, until: str | None = N
         # Recomputed per stage: a stage that just reran changes the state of those below it.
         status = stage_statuses(cfg, order)[name]
         forced = index >= first
+        if name in EVAL_SPLITS and not split_has_masks(cfg, EVAL_SPLITS[name](cfg)):
+            if main:
+                print(f"rpnet run: {name} skipped: split {EVAL_SPLITS[name](cfg)!r} of {cfg.data.root} has no masks "
+                      "to score against")
+            results.append(StageResult(name, "no masks", 0.0, {}))
+            continue
         if status.state == "done" and not forced:
             record = status.record or {}
             log.info("run: %s is up to date (fingerprint %s), skipped", name, status.fingerprint)
@@ -90,6 +98,11 @@ def run_pipeline(cfg: Config, *, start: str | None = None, until: str | None = N
         results.append(run_stage(cfg, name, status, resume=resume, main=main))
         barrier()  # done.json is written before any rank reads the next state
     return results
+
+
+def split_has_masks(cfg: Config, split: str) -> bool:
+    """Whether any image of ``split`` has a ground-truth mask (what an eval stage scores against)."""
+    return build_dataset(cfg.data, split, masks=True).has_masks
 
 
 def clear_stage(work: Path, status: StageStatus) -> None:

@@ -1,10 +1,12 @@
-"""``rpnet status WORK_DIR``: each stage's state, when it finished, how long it took, its figures."""
+"""``rpnet status WORK_DIR``: each stage's state, when it finished, how long it took, its figures
+(the metrics it added, and the thresholds it calibrated: ``bg_threshold 0.185 (auto)``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from ..calibration import CALIBRATION_FILE, calibration_summary
 from ..config import Config, load_config
 from ..errors import DataError
 from .runner import RUN_CONFIG
@@ -33,8 +35,9 @@ def status_rows(statuses: dict[str, StageStatus]) -> list[tuple[str, ...]]:
     for status in statuses.values():
         record = status.record or {}
         seconds = record.get("seconds")
+        shown = [figures(record.get("metrics", {})), calibration_summary(status.folder / CALIBRATION_FILE)]
         rows.append((status.name, status.state, str(record.get("finished", "")),
-                     "" if seconds is None else f"{seconds:.1f}", figures(record.get("metrics", {}))))
+                     "" if seconds is None else f"{seconds:.1f}", ", ".join(s for s in shown if s)))
     return rows
 
 

@@ -20,7 +20,7 @@ def stage_dir(cfg: Config, name: str) -> Path:
 
 def scored_dataset(cfg: Config, split: str, what: str) -> TaggedImages:
     """The images of ``split`` with their ground-truth masks, for scoring ``what``; an error without masks."""
-    dataset = build_dataset(cfg.data, split)
+    dataset = build_dataset(cfg.data, split, masks=True)
     if not dataset.has_masks:
         raise DataError(f"split {split!r} of {cfg.data.root} has no masks to score {what} against")
     return dataset

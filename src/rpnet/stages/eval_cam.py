@@ -1,11 +1,18 @@
-"""Stage 3: score the CAMs against ground-truth masks (METHOD.md stage 3).
+"""Score the CAMs against ground-truth masks (METHOD.md stage 3).
 
 The background gets a constant score (the threshold) and every pixel takes the argmax over
-background and the tagged classes' max-normalised CAMs. The threshold is swept (0.05 to
-0.60 by default) and the best one reported. Adds ``cam_miou``, ``cam_threshold`` and
-``cam_per_class`` to ``WORK_DIR/metrics.json``; writes ``WORK_DIR/eval_cam/sweep.json``
-(mIoU per threshold, for the report's curve) and example pictures in
-``WORK_DIR/eval_cam/pictures/``.
+background and the tagged classes' max-normalised CAMs. ``cam_miou`` is scored at
+``eval_cam.threshold``: with ``auto`` (the default) a threshold calibrated from the CAMs alone,
+without ground truth (docs/calibration.md): the lower edge of a three-class Otsu split of the
+tagged classes' CAM values over the split (:func:`rpnet.stages.make_ir_label.cam_threshold_estimate`),
+written to ``WORK_DIR/eval_cam/calibration.json``. The threshold is also swept (0.05 to 0.95 by
+default) and the best one, chosen by looking at the ground truth, reported beside it as
+``cam_miou_best`` / ``cam_threshold_best``: an oracle, the ceiling of any rule.
+
+Adds ``cam_miou``, ``cam_threshold``, ``cam_miou_best``, ``cam_threshold_best`` and
+``cam_per_class`` (at ``cam_threshold``) to ``WORK_DIR/metrics.json``; writes
+``WORK_DIR/eval_cam/sweep.json`` (mIoU per threshold, for the report's curve) and example
+pictures in ``WORK_DIR/eval_cam/pictures/``.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ from typing import Sequence
 import numpy as np
 
 from .common import scored_dataset, stage_dir
-from ..config import Config
+from ..calibration import calibrated_value, resolve, write_calibration
+from ..config import AUTO, Config
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
 from ..errors import RpnetError
 from ..io import load_npz, update_metrics, write_json
@@ -25,6 +33,7 @@ from ..metrics import ConfusionMatrix, format_iou_table, per_class_iou
 from ..ops.cam import cams_to_labels
 from ..viz import colorize, overlay, save_panels
 from .make_cam import cam_dir
+from .make_ir_label import cam_histogram, cam_threshold_estimate
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +61,39 @@ def save_picture(path: Path, image: np.ndarray, cams: np.ndarray, keys: np.ndarr
     return save_panels(path, panels)
 
 
+def calibrate(cfg: Config, split: str, record_ids: list[str]) -> float:
+    """The CAM threshold of this run: ``eval_cam.threshold``'s number, or for ``auto`` the estimate from
+    the CAMs of ``record_ids`` (all ranks'); written to ``eval_cam/calibration.json``."""
+    histogram = cam_histogram([cam_dir(cfg.work_dir) / f"{i}.npz" for i in record_ids])
+    configured = cfg.eval_cam.threshold
+    estimate = cam_threshold_estimate(histogram, "eval_cam.threshold") if configured == AUTO else float(configured)
+    if world().is_main:
+        write_calibration(Path(cfg.work_dir) / STAGE_DIR, {"cam_threshold": configured}, {"cam_threshold": estimate},
+                          {"split": split, "cam_value_histogram": histogram.tolist()})
+    return resolve(configured, estimate)[0]
+
+
+def cam_threshold(cfg: Config) -> float:
+    """``eval_cam.threshold``, or for ``auto`` the threshold eval-cam calibrated (its calibration.json)."""
+    if cfg.eval_cam.threshold != AUTO:
+        return float(cfg.eval_cam.threshold)
+    return calibrated_value(Path(cfg.work_dir) / STAGE_DIR, "cam_threshold")
+
+
 def run(cfg: Config, *, resume: bool = False) -> dict:
     """Score the CAMs of ``eval_cam.split`` (default: the train split); return the metrics added."""
     out_dir = stage_dir(cfg, STAGE_DIR)
     split = cfg.eval_cam.split or cfg.data.train_split
     dataset = scored_dataset(cfg, split, "CAMs")
     cams_root = cam_dir(cfg.work_dir)
+    current = world()
+    threshold = calibrate(cfg, split, [r.id for r in shard(dataset.records, current)])
     thresholds = sweep_thresholds(*cfg.eval_cam.sweep)
     num_labels = dataset.num_classes + 1
+    chosen = ConfusionMatrix(num_labels)
     matrices = [ConfusionMatrix(num_labels) for _ in thresholds]
     pictures = set(picture_indices(len(dataset), cfg.eval_cam.num_pictures))
     shown = []
-    current = world()
     for i in shard(range(len(dataset)), current):  # under torchrun each rank scores its share
         record = dataset.records[i]
         path = cams_root / f"{record.id}.npz"
@@ -74,24 +104,30 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
         gt, high = sample["mask"], cam["high_res"].astype(np.float32)
         if high.shape[1:] != gt.shape:
             raise RpnetError(f"{path}: CAM size {high.shape[1:]} differs from the mask's {gt.shape}")
+        chosen.update(gt, cams_to_labels(high, cam["keys"], threshold))
         for t, cm in zip(thresholds, matrices):
             cm.update(gt, cams_to_labels(high, cam["keys"], float(t)))
         if i in pictures:
             shown.append((record.id, sample["image"], high, cam["keys"], gt))
-    for cm, summed in zip(matrices, all_reduce_sum(np.stack([cm.matrix for cm in matrices]))):
-        cm.matrix = summed
+    summed = all_reduce_sum(np.stack([cm.matrix for cm in [chosen, *matrices]]))
+    for cm, matrix in zip([chosen, *matrices], summed):
+        cm.matrix = matrix
+    miou = chosen.miou() * 100
     mious = [cm.miou() * 100 for cm in matrices]
     best = int(np.argmax(mious))
-    per_class = per_class_iou(matrices[best], dataset.class_names)
-    for image_id, image, high, keys, gt in shown:  # drawn at the best threshold, known only now
-        save_picture(out_dir / "pictures" / f"{image_id}.png", image, high, keys, gt, float(thresholds[best]),
-                     dataset.class_names)
-    metrics = {"cam_miou": round(mious[best], 2), "cam_threshold": float(thresholds[best]), "cam_per_class": per_class}
+    per_class = per_class_iou(chosen, dataset.class_names)
+    for image_id, image, high, keys, gt in shown:
+        save_picture(out_dir / "pictures" / f"{image_id}.png", image, high, keys, gt, threshold, dataset.class_names)
+    metrics = {"cam_miou": round(miou, 2), "cam_threshold": threshold, "cam_miou_best": round(mious[best], 2),
+               "cam_threshold_best": float(thresholds[best]), "cam_per_class": per_class}
     if current.is_main:
-        write_json(out_dir / "sweep.json", {"thresholds": thresholds.tolist(), "miou": [round(m, 3) for m in mious]})
+        write_json(out_dir / "sweep.json", {"thresholds": thresholds.tolist(), "miou": [round(m, 3) for m in mious],
+                                            "threshold": threshold, "threshold_miou": round(miou, 3)})
         update_metrics(cfg.work_dir, **metrics)
-        print(format_iou_table(per_class, mious[best],
-                               f"CAM on {split} ({len(dataset)} images), best background threshold {thresholds[best]:g}"))
+        source = "calibrated" if cfg.eval_cam.threshold == AUTO else "configured"
+        print(format_iou_table(per_class, miou, f"CAM on {split} ({len(dataset)} images), {source} background "
+                                                f"threshold {threshold:g} (best by the ground truth: "
+                                                f"{thresholds[best]:g}, {mious[best]:.1f})"))
     barrier()
     return metrics
 

@@ -2,7 +2,7 @@
 
 Adds ``pseudo_miou`` (percent) and ``pseudo_per_class`` to ``WORK_DIR/metrics.json`` and
 writes example pictures to ``WORK_DIR/eval_pseudo/pictures/``: the image, the CAM mask (at
-eval-cam's best background threshold when metrics.json has one, else ``eval_cam.threshold``),
+the CAM threshold eval-cam scores: ``eval_cam.threshold``, or make-pseudo's calibration for ``auto``),
 the boundary map, the pseudo mask and the ground truth. The CAM and boundary panels are left
 out for an image whose CAM or boundary file is not there (masks copied in from elsewhere).
 """
@@ -18,24 +18,17 @@ from .common import scored_dataset, stage_dir
 from ..config import Config
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
 from ..errors import RpnetError
-from ..io import load_mask, load_npz, read_json, update_metrics
+from ..io import load_mask, load_npz, update_metrics
 from ..metrics import ConfusionMatrix, format_iou_table, per_class_iou
 from ..ops.cam import cams_to_labels
 from ..viz import colorize, save_panels
-from .eval_cam import picture_indices
+from .eval_cam import cam_threshold, picture_indices
 from .make_cam import cam_dir
 from .make_pseudo import boundary_dir, load_boundary, mask_dir
 
 log = logging.getLogger(__name__)
 
 STAGE_DIR = "eval_pseudo"
-
-
-def cam_threshold(cfg: Config) -> float:
-    """eval-cam's best background threshold from metrics.json, else ``eval_cam.threshold``."""
-    path = Path(cfg.work_dir) / "metrics.json"
-    metrics = read_json(path) if path.exists() else {}
-    return float(metrics.get("cam_threshold", cfg.eval_cam.threshold))
 
 
 def save_picture(path: Path, cfg: Config, image_id: str, image: np.ndarray, pseudo: np.ndarray, gt: np.ndarray,

@@ -147,7 +147,7 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
     weights = weights_path(cfg.work_dir)
     if not weights.is_file():
         raise RpnetError(f"no segmentation weights at {weights}: run train-seg first")
-    dataset = build_dataset(cfg.data, split)
+    dataset = build_dataset(cfg.data, split, masks=True)
     # Whole images at every scale, as the published numbers are measured (no tiling).
     predictor = Predictor.from_weights(weights, device=cfg.device, scales=ec.scales, flip=ec.flip, tile_size=None)
     if len(predictor.class_names) != len(dataset.class_names):

@@ -6,6 +6,12 @@ one with a low one (``ir_label.bg_threshold``: only weak CAM is background); eac
 by a dense CRF on the image, and pixels on which they disagree are "unsure"
 (:func:`rpnet.ops.crf.confident_labels`).
 
+With ``auto`` (the default) the two thresholds come from the CAMs themselves, without ground
+truth (docs/calibration.md): the CAM threshold t of :func:`cam_threshold_estimate` (as eval-cam
+calibrates it: the lower edge of a three-class Otsu split of the CAM values) is the foreground threshold and
+t / 2 the background one, a narrow unsure band just below the CAMs' own operating point. Both,
+and the histogram, are written to ``WORK_DIR/make_ir_label/calibration.json``.
+
 Writes ``WORK_DIR/make_ir_label/labels/<id>.png``: palette PNGs with 0 background, k + 1 for
 class k and 255 unsure. The images are those train-irn trains on (the split's tagged images,
 ``data.fraction`` applied). The dense CRF runs on the CPU, so images are spread over
@@ -23,14 +29,16 @@ from pathlib import Path
 import numpy as np
 
 from .common import stage_dir
-from ..config import Config
+from ..calibration import resolve, write_calibration
+from ..config import AUTO, Config
 from ..data.build import build_dataset
 from ..data.dataset import TaggedImages, Transform
 from ..data.images import read_image
 from ..engine.progress import progress_bar
-from ..errors import RpnetError
+from ..errors import ConfigError, RpnetError
 from ..io import load_npz, save_mask
-from ..engine.distributed import barrier, shard, world
+from ..engine.distributed import all_reduce_sum, barrier, shard, world
+from ..ops.calibration import BINS, otsu_thresholds3, score_histogram
 from ..ops.crf import confident_labels
 from .make_cam import cam_dir
 
@@ -68,6 +76,46 @@ def label_image(image_path: Path, cam_path: Path, out_path: Path, fg_threshold: 
     return save_mask(out_path, labels)
 
 
+def cam_histogram(cam_paths: list[Path]) -> np.ndarray:
+    """The histogram (:data:`rpnet.ops.calibration.BINS`,) of the tagged classes' full-size CAM
+    values of these CAM files, summed over all ranks."""
+    histogram = np.zeros(BINS, dtype=np.int64)
+    for path in cam_paths:
+        if not path.exists():
+            raise RpnetError(f"no CAM at {path}: run make-cam first")
+        histogram += score_histogram(load_npz(path)["high_res"].astype(np.float32))
+    return all_reduce_sum(histogram)
+
+
+def cam_threshold_estimate(histogram: np.ndarray, what: str) -> float:
+    """The CAM background threshold calibrated from a CAM value histogram: the lower edge of its
+    three-class Otsu split (near-zero background | middle band | strong evidence)."""
+    if np.count_nonzero(histogram) < 3:
+        raise RpnetError(f"the CAMs are (nearly) constant: nothing to calibrate {what} from; set it to a number")
+    return otsu_thresholds3(histogram)[0]
+
+
+def calibrate(cfg: Config, cam_paths: list[Path]) -> tuple[float, float]:
+    """(fg_threshold, bg_threshold) for this run: ``ir_label``'s numbers, or for ``auto`` the
+    calibrated CAM threshold t and t / 2; written to calibration.json."""
+    tc = cfg.ir_label
+    configured = {"fg_threshold": tc.fg_threshold, "bg_threshold": tc.bg_threshold}
+    histogram = cam_histogram(cam_paths)
+    if AUTO in configured.values():
+        t = cam_threshold_estimate(histogram, "ir_label.fg_threshold / bg_threshold")
+        estimates = {"fg_threshold": t, "bg_threshold": t / 2}
+    else:
+        estimates = {key: float(value) for key, value in configured.items()}
+    values = {key: resolve(configured[key], estimates[key])[0] for key in estimates}
+    if values["fg_threshold"] < values["bg_threshold"]:
+        raise ConfigError(f"ir_label.fg_threshold {values['fg_threshold']} is below bg_threshold "
+                          f"{values['bg_threshold']} (one set by hand, the other calibrated): set both")
+    if world().is_main:
+        write_calibration(Path(cfg.work_dir) / STAGE_DIR, configured, estimates,
+                          {"cam_value_histogram": histogram.tolist()})
+    return values["fg_threshold"], values["bg_threshold"]
+
+
 def run(cfg: Config, *, resume: bool = False) -> Path:
     """Write one confident-label PNG per image; return the folder."""
     out = label_dir(cfg.work_dir)
@@ -82,7 +130,8 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
         if not (cams / f"{record.id}.npz").exists():
             raise RpnetError(f"no CAM for image {record.id} at {cams / f'{record.id}.npz'}: run make-cam first")
     tc = cfg.ir_label
-    jobs = [(r.image, cams / f"{r.id}.npz", out / f"{r.id}.png", tc.fg_threshold, tc.bg_threshold) for r in todo]
+    fg_threshold, bg_threshold = calibrate(cfg, [cams / f"{r.id}.npz" for r in shard(dataset.records, current)])
+    jobs = [(r.image, cams / f"{r.id}.npz", out / f"{r.id}.png", fg_threshold, bg_threshold) for r in todo]
     log.info("make-ir-label: %d of %d images to do (%d done before), %d workers",
              len(todo), len(dataset), len(dataset) - len(todo), tc.workers)
     bar = progress_bar(len(jobs), "make-ir-label", "img", enabled=current.is_main)

@@ -102,7 +102,7 @@ def training_dataset(cfg: Config) -> TaggedImages:
     ts = cfg.train_seg
     split = ts.split or cfg.data.train_split
     transform = seg_train_transform(ts.crop_size, ts.scale_range)
-    dataset = build_dataset(cfg.data, split, transform, for_training=True, seed=cfg.seed)
+    dataset = build_dataset(cfg.data, split, transform, for_training=True, seed=cfg.seed, masks=ts.labels == "gt")
     if ts.labels == "gt":
         if not dataset.has_masks:
             raise DataError(f"split {split!r} of {cfg.data.root} has no ground-truth masks for train_seg.labels=gt")

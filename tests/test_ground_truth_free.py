@@ -1,0 +1,76 @@
+"""Ground truth is for scoring only: the whole pipeline, then again on the same images with every
+mask file deleted, writes byte-identical CAMs, confident labels, pseudo masks, calibrations and
+weights; the run without masks skips the eval stages; and, watched while it runs, no stage but
+an eval stage opens a mask file."""
+
+import inspect
+import json
+import shutil
+from pathlib import Path
+
+import PIL.Image
+from safetensors import safe_open
+
+from rpnet import cli
+from rpnet.pipeline.graph import EVAL_SPLITS
+from rpnet.pipeline.runner import run_pipeline
+from test_demo import TINY
+
+# What every stage before the eval stages writes: per-image files, calibrations and weights.
+OUTPUTS = ("make_cam/cams/*.npz", "make_ir_label/labels/*.png", "make_ir_label/calibration.json",
+           "make_pseudo/walks/*.npz", "make_pseudo/masks/*.png", "make_pseudo/calibration.json",
+           "train_cam/model.safetensors", "train_irn/model.safetensors", "train_seg/model.safetensors")
+
+
+def stage_on_stack() -> str | None:
+    """The ``rpnet.stages`` module (e.g. ``make_cam``) whose code is running, if any."""
+    for frame in inspect.stack(context=0):
+        name = frame.frame.f_globals.get("__name__", "")
+        if name.startswith("rpnet.stages.") and name != "rpnet.stages.common":
+            return name.rsplit(".", 1)[1]
+    return None
+
+
+def content(path: Path) -> bytes:
+    """A file's bytes; for safetensors its metadata and tensors in key order (the format writes the
+    metadata map in no fixed order, so equal weights need not be equal files)."""
+    if path.suffix != ".safetensors":
+        return path.read_bytes()
+    with safe_open(str(path), "np") as f:
+        metadata = json.dumps(f.metadata(), sort_keys=True).encode()
+        return metadata + b"".join(key.encode() + f.get_tensor(key).tobytes() for key in sorted(f.keys()))
+
+
+def outputs(work: Path) -> dict[str, bytes]:
+    found = {p.relative_to(work).as_posix(): content(p) for pattern in OUTPUTS for p in sorted(work.glob(pattern))}
+    for pattern in OUTPUTS:  # each kind of output is there: the comparison below is not vacuous
+        assert any(Path(key).match(pattern) for key in found), f"{pattern} missing under {work}"
+    return found
+
+
+def test_the_pipeline_without_masks_writes_the_same_bytes_and_only_eval_stages_read_masks(
+        tiny_voc, tiny_cfg, tmp_path, monkeypatch):
+    with_masks, without = tmp_path / "with_masks", tmp_path / "without"
+    shutil.copytree(tiny_voc, with_masks)
+    shutil.copytree(tiny_voc, without)
+    shutil.rmtree(without / "SegmentationClass")
+
+    readers = []
+    real_open = PIL.Image.open
+
+    def watched_open(fp, *args, **kwargs):
+        if "SegmentationClass" in Path(str(fp)).parts:
+            readers.append(stage_on_stack())
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(PIL.Image, "open", watched_open)
+    overrides = [o for o in TINY if not o.startswith("device")] + ["data.num_workers=0", "ir_label.workers=0"]
+    first = run_pipeline(tiny_cfg(*overrides, f"data.root={with_masks}", f"work_dir={tmp_path / 'a'}"))
+    assert [r.action for r in first] == ["ran"] * len(cli.STAGES)
+    assert readers and set(readers) <= {name.replace("-", "_") for name in EVAL_SPLITS}, readers
+
+    readers.clear()
+    second = run_pipeline(tiny_cfg(*overrides, f"data.root={without}", f"work_dir={tmp_path / 'b'}"))
+    assert {r.name: r.action for r in second} == {n: "no masks" if n in EVAL_SPLITS else "ran" for n in cli.STAGES}
+    assert readers == []
+    assert outputs(tmp_path / "b") == outputs(tmp_path / "a")
