@@ -283,3 +283,15 @@ def test_prediction_grid_without_a_dataset_still_shows_the_predictions(tmp_path)
     text = write_report({"run": work}, tmp_path / "report.html").read_text()
     assert grid_rows(text)[1][0] == "a" and grid_rows(text)[1][1] == "—" and grid_rows(text)[1][5] == "—"
     assert len(Page(text).images) == 2  # pseudo mask and prediction
+
+
+def test_calibration_section_lists_each_runs_thresholds_and_their_source(tmp_path):
+    from rpnet.calibration import write_calibration
+
+    a = make_work_dir(tmp_path / "a", {})
+    b = make_work_dir(tmp_path / "b", {})
+    write_calibration(a / "make_pseudo", {"bg_threshold": "auto"}, {"bg_threshold": 0.23})
+    write_calibration(b / "make_pseudo", {"bg_threshold": 0.25}, {"bg_threshold": 0.31})
+    page = Page(write_report({"a": a, "b": b}, tmp_path / "r.html").read_text())
+    assert page.tables["calibration_table"][1:] == [["make-pseudo: bg_threshold", "0.230 (calibrated)",
+                                                     "0.250 (configured)"]]

@@ -24,7 +24,9 @@ from .report import write_report
 log = logging.getLogger(__name__)
 
 MODELS = {"baseline": False, "rpnet": True}
-SUMMARY_KEYS = {"cam_miou": "CAM mIoU", "cam_threshold": "CAM bg threshold", "pseudo_miou": "pseudo-label mIoU",
+SUMMARY_KEYS = {"cam_miou": "CAM mIoU", "cam_threshold": "CAM bg threshold",
+                "cam_miou_best": "CAM mIoU, GT-best t", "cam_threshold_best": "GT-best threshold",
+                "pseudo_miou": "pseudo-label mIoU",
                 "seg_miou": "segmentation mIoU", "seg_miou_crf": "seg. mIoU with CRF"}
 
 

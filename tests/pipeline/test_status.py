@@ -2,6 +2,7 @@
 
 import pytest
 
+from rpnet.calibration import write_calibration
 from rpnet.cli import main
 from rpnet.errors import DataError
 from rpnet.pipeline import format_status, run_pipeline
@@ -42,3 +43,12 @@ def test_status_of_a_folder_that_is_no_work_dir_is_an_error(tmp_path, capsys):
 def test_figures_keep_numbers_and_leave_tables_out():
     assert figures({"cam_miou": 48.3, "cam_threshold": 0.25, "cam_per_class": {"cat": 1.0}, "ok": True}) == \
         "cam_miou 48.30, cam_threshold 0.25"
+
+
+def test_status_shows_the_thresholds_a_stage_calibrated(fake, fake_cfg):
+    cfg = fake_cfg()
+    run_pipeline(cfg, until="make-ir-label")
+    write_calibration(cfg.work_dir / "make_ir_label", {"fg_threshold": "auto", "bg_threshold": 0.05},
+                      {"fg_threshold": 0.185, "bg_threshold": 0.0925})
+    rows = lines_by_stage(format_status(cfg.work_dir))
+    assert " ".join(rows["make-ir-label"]).endswith("fg_threshold 0.185 (auto), bg_threshold 0.05 (config)")
