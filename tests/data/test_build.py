@@ -12,9 +12,9 @@ from .fixtures import SBD_MASKS, TRAIN_AUG_BY_HAND, make_coco, make_folder, make
 
 
 def test_every_format_builds(tmp_path):
-    voc = build_dataset(DataConfig(format="voc", root=make_voc(tmp_path / "voc")), "val")
+    voc = build_dataset(DataConfig(format="voc", root=make_voc(tmp_path / "voc")), "val", masks=True)
     assert voc.ids == ["v1", "v2"] and voc.has_masks and voc.num_classes == 20
-    coco = build_dataset(DataConfig(format="coco", root=make_coco(tmp_path / "coco")), "val2014")
+    coco = build_dataset(DataConfig(format="coco", root=make_coco(tmp_path / "coco")), "val2014", masks=True)
     assert len(coco) == 2 and coco.has_masks and coco.num_classes == 3
     assert coco[1]["mask"].shape == (16, 16)
     folder = build_dataset(DataConfig(format="folder", root=make_folder(tmp_path / "folder")), "train")
@@ -23,7 +23,7 @@ def test_every_format_builds(tmp_path):
 
 def test_train_aug_through_the_config(tmp_path):
     data = DataConfig(format="voc", root=make_voc(tmp_path / "voc"), sbd_root=make_sbd(tmp_path / "sbd"))
-    ds = build_dataset(data, "train_aug", for_training=True)
+    ds = build_dataset(data, "train_aug", for_training=True, masks=True)
     assert ds.ids == TRAIN_AUG_BY_HAND  # all six are tagged
     np.testing.assert_array_equal(ds[ds.ids.index("s3")]["mask"], SBD_MASKS["s3"])
 
@@ -89,3 +89,11 @@ def test_empty_split_is_an_error(tmp_path):
     write_lines(root / "empty.txt", [])
     with pytest.raises(DataError, match="'empty'"):
         build_dataset(DataConfig(format="folder", root=root), "empty")
+
+
+def test_masks_only_when_asked(tmp_path):
+    # ground truth is for scoring only: without masks=True no sample carries one and no loader is kept
+    data = DataConfig(format="voc", root=make_voc(tmp_path / "voc"))
+    plain = build_dataset(data, "val")
+    assert not plain.has_masks and plain.mask_loader is None and "mask" not in plain[0]
+    assert build_dataset(data, "val", masks=True).has_masks
