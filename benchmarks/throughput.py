@@ -43,9 +43,9 @@ from rpnet.stages.train_cam import build_classifier
 from rpnet.stages.train_irn import build_irn
 
 STAGES = ("train-cam", "make-cam", "make-pseudo")
-TRAIN_CROP = 512  # METHOD.md stage 1 crops
+TRAIN_CROP = 512  # docs/method.md stage 1 crops
 VOC_SIZE = (375, 500)  # height, width: the usual PASCAL VOC image
-CAM_SCALES = (1.0, 0.5, 1.5, 2.0)  # METHOD.md stage 2
+CAM_SCALES = (1.0, 0.5, 1.5, 2.0)  # docs/method.md stage 2
 IRN_CROP = 512  # make-pseudo pads each image to IRN's training crop
 NUM_CLASSES = 20  # VOC's foreground classes
 WALK_KEYS = (2, 11)  # two tagged classes per image

@@ -83,7 +83,7 @@ def test_unknown_backbone_is_rejected_when_the_config_is_read():
 def test_segmentation_sections_defaults_and_checks():
     cfg = load_config(None, ["train_seg.labels=gt", "eval_seg.scales=[1.0, 0.5]"])
     assert cfg.train_seg.labels == "gt" and cfg.eval_seg.scales == (1.0, 0.5)
-    assert cfg.train_seg.architecture == "deeplab_largefov" and cfg.train_seg.output_stride == 8  # METHOD.md stage 8
+    assert cfg.train_seg.architecture == "deeplab_largefov" and cfg.train_seg.output_stride == 8  # docs/method.md stage 8
     with pytest.raises(ConfigError, match="train_seg.labels"):
         load_config(None, ["train_seg.labels=crf"])
     with pytest.raises(ConfigError, match="resnet50"):

@@ -1,6 +1,6 @@
 """rpnet: weakly supervised semantic segmentation from image-level tags.
 
-The pipeline (METHOD.md): train the RPNet classifier, make CAMs, refine them with an
+The pipeline (docs/method.md): train the RPNet classifier, make CAMs, refine them with an
 inter-pixel relation network and a random walk into pseudo masks, train a DeepLab
 model on those. Each stage is a command, ``rpnet <stage> CONFIG``; see ``rpnet --help``.
 """

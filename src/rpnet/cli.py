@@ -1,4 +1,4 @@
-"""``rpnet <command> ...``: the command line (see INTERFACE.md).
+"""``rpnet <command> ...``: the command line (README "The pipeline").
 
 Pipeline stages share one shape, ``rpnet <stage> CONFIG [--set KEY=VALUE ...]``, and
 are looked up in :data:`STAGES`, a plain dict from the stage name to the module whose
@@ -17,7 +17,7 @@ from typing import Sequence
 
 from .errors import RpnetError
 
-# Pipeline order (METHOD.md). Each module has ``main(cfg: Config, *, resume: bool)``.
+# Pipeline order (docs/method.md). Each module has ``main(cfg: Config, *, resume: bool)``.
 STAGES: dict[str, str] = {
     "train-cam": "rpnet.stages.train_cam",
     "make-cam": "rpnet.stages.make_cam",

@@ -56,7 +56,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The classifier of METHOD.md stage 1. ``prototypes: false`` is the plain-CAM baseline."""
+    """The classifier of docs/method.md stage 1. ``prototypes: false`` is the plain-CAM baseline."""
 
     backbone: str = "resnet50"
     pretrained: Path | None = None
@@ -65,7 +65,7 @@ class ModelConfig:
     prototype_levels: tuple[str, ...] = ("block2", "block4")  # Table IV
     group_size: int = 2  # K images per group sharing a class (Table VII)
     alpha: float = 0.3  # eq. 6 confidence threshold, a fraction of the peak activation
-    activation_norm: Literal["channel", "global"] = "channel"  # eq. 3: per-channel max (METHOD.md) or the map's
+    activation_norm: Literal["channel", "global"] = "channel"  # eq. 3: per-channel max (docs/method.md) or the map's
     beta: float = 0.5  # eq. 6 Bernoulli keep probability (Table V)
     sigma: float = 3.0  # eq. 9 Gaussian sigma in block4 cells
     gaussian: bool = True  # Table VI: the filter on or off
@@ -101,7 +101,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainCamConfig:
-    """Stage 1 schedule (METHOD.md: 5 epochs, SGD lr 0.02 poly 0.9, batch 16, wd 1e-4)."""
+    """Stage 1 schedule (docs/method.md: 5 epochs, SGD lr 0.02 poly 0.9, batch 16, wd 1e-4)."""
 
     epochs: int = 5
     batch_size: int = 16
@@ -164,7 +164,7 @@ class IrLabelConfig:
 
 @dataclass(frozen=True)
 class TrainIrnConfig:
-    """Stage 5: the inter-pixel relation network (METHOD.md: 3 epochs, batch 32, lr 0.1, crop 512)."""
+    """Stage 5: the inter-pixel relation network (docs/method.md: 3 epochs, batch 32, lr 0.1, crop 512)."""
 
     # auto: ImageNet if given, else stage 1's; scratch: random weights (with train_backbone: true)
     backbone_init: Literal["auto", "pretrained", "classifier", "scratch"] = "auto"
@@ -222,8 +222,8 @@ class EvalPseudoConfig:
 
 @dataclass(frozen=True)
 class TrainSegConfig:
-    """Stage 8: DeepLab on the pseudo masks (METHOD.md: DeepLab-LargeFOV, ResNet-50, poly lr, crop ~321-512,
-    flips and scale jitter). The numbers not in METHOD.md are DeepLab v2's VOC recipe: SGD lr 1e-3 with 10x on
+    """Stage 8: DeepLab on the pseudo masks (docs/method.md: DeepLab-LargeFOV, ResNet-50, poly lr, crop ~321-512,
+    flips and scale jitter). The numbers not in docs/method.md are DeepLab v2's VOC recipe: SGD lr 1e-3 with 10x on
     the head, momentum 0.9, weight decay 5e-4, batch 10, crop 321, about 20k steps (20 epochs of train_aug)."""
 
     labels: Literal["pseudo", "gt"] = "pseudo"  # gt: the ground-truth masks, the upper bound of the method

@@ -154,7 +154,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def update_metrics(work_dir: str | Path, *, drop: Iterable[str] = (), **values: Any) -> dict[str, Any]:
-    """Merge ``values`` into ``WORK_DIR/metrics.json`` (INTERFACE.md) and return the whole object.
+    """Merge ``values`` into ``WORK_DIR/metrics.json`` (README "The pipeline") and return the whole object.
 
     Keys in ``drop`` are removed first: figures the stage no longer computes must not linger.
     """

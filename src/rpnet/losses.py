@@ -1,4 +1,4 @@
-"""Losses as pure functions: the classifier's (paper eq. 11-13) and IRN's (METHOD.md stage 5).
+"""Losses as pure functions: the classifier's (paper eq. 11-13) and IRN's (docs/method.md stage 5).
 
 IRN's pairs and their labels come from :mod:`rpnet.ops.affinity`: tensors over (B, O, h', w'), O
 offsets within the training radius, on the cropped "from" grid. Each IRN term is a mean over the
@@ -26,7 +26,7 @@ def multilabel_loss(logits: Tensor, tags: Tensor) -> Tensor:
 
 
 def cam_consistency_loss(features: Tensor, features_enhanced: Tensor, weight: Tensor, tags: Tensor) -> Tensor:
-    """Eq. 13 on CAMs (METHOD.md's default reading of L_s).
+    """Eq. 13 on CAMs (docs/method.md's default reading of L_s).
 
     The mean squared difference between the per-class max-normalised, tag-masked CAMs of the
     original branch (from f_N) and of the enhanced branch (from f'_N), so that the refined

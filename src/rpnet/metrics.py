@@ -52,7 +52,7 @@ class ConfusionMatrix:
 
 
 def per_class_iou(cm: ConfusionMatrix, class_names: Sequence[str]) -> dict[str, float | None]:
-    """{name: IoU in percent} (INTERFACE.md's ``*_per_class``); None where the class never occurs."""
+    """{name: IoU in percent} (the ``*_per_class`` entries of metrics.json); None where the class never occurs."""
     return {name: (None if np.isnan(v) else round(float(v) * 100, 2)) for name, v in zip(class_names, cm.iou())}
 
 

@@ -48,7 +48,7 @@ def test_region_identical_to_prototype_scores_one():
     assert sim.shape == (2, 1, 1, 2)
     torch.testing.assert_close(sim[0, 0, 0, 0], torch.tensor(1.0))
     torch.testing.assert_close(sim[1, 0, 0, 1], torch.tensor(1.0))
-    # cos(p, (-1,0,0)) = -1/sqrt(14) < 0 is clipped to 0 (eq. 8 followed by the clip of METHOD.md)
+    # cos(p, (-1,0,0)) = -1/sqrt(14) < 0 is clipped to 0 (eq. 8 followed by the clip of docs/method.md)
     assert sim[1, 0, 0, 0].item() == 0.0
 
 

@@ -1,6 +1,6 @@
 """Which images go into which batch, and on which rank.
 
-:class:`GroupBatchSampler` builds the classifier's batches (METHOD.md, stage 1):
+:class:`GroupBatchSampler` builds the classifier's batches (docs/method.md, stage 1):
 groups of K images that share a tagged class, so that the prototype module can
 compare regions across the images of a group. :class:`ShardedSampler` splits the
 per-image stages (CAMs, pseudo labels) across ranks.

@@ -162,7 +162,7 @@ class ResNet(nn.Module):
         output_stride: 32, 16 or 8; the stride of block4 relative to the input.
         norm_layer: the batch-norm class for every norm layer except a frozen stem's.
         freeze_stem: conv1 and bn1 get ``requires_grad=False`` and bn1 is a
-            :class:`FrozenBatchNorm2d` (METHOD.md: conv1 and bn1 frozen).
+            :class:`FrozenBatchNorm2d` (docs/method.md: conv1 and bn1 frozen).
 
     Attributes:
         channels: the channel count of each block, e.g. {"block1": 256, ...}.
@@ -324,7 +324,7 @@ def build_backbone(name: str, *, output_stride: int = 16, norm: str = "bn",
         norm: "bn" (ordinary batch norm) or "frozen" (:class:`FrozenBatchNorm2d`,
             running statistics only).
         freeze_stem: freeze conv1 and bn1 (no gradients, running statistics).
-            METHOD.md's classifier uses freeze_stem=True, with norm="frozen" when
+            docs/method.md's classifier uses freeze_stem=True, with norm="frozen" when
             pretrained weights are loaded and "bn" when training from scratch.
         pretrained: a .pth/.pt/.safetensors state dict in torchvision's key names; its
             ``fc.*`` entries are ignored. Any other missing, unexpected or misshapen

@@ -1,4 +1,4 @@
-"""The segmentation models trained on the pseudo labels (METHOD.md stages 8-9).
+"""The segmentation models trained on the pseudo labels (docs/method.md stages 8-9).
 
 - :class:`DeepLabLargeFOV`: the paper's model (Chen et al., "Semantic Image Segmentation with
   Deep Convolutional Nets and Fully Connected CRFs", ICLR 2015, the LargeFOV variant, as used

@@ -1,4 +1,4 @@
-"""The inter-pixel relation network, IRNet (Ahn et al., CVPR 2019; METHOD.md stage 5).
+"""The inter-pixel relation network, IRNet (Ahn et al., CVPR 2019; docs/method.md stage 5).
 
 Two small branches on a (by default frozen) ResNet backbone, both at 1/4 of the input:
 

@@ -1,4 +1,4 @@
-"""The RPNet classifier (paper Sec. III-C..E, METHOD.md stage 1) and its plain-CAM baseline.
+"""The RPNet classifier (paper Sec. III-C..E, docs/method.md stage 1) and its plain-CAM baseline.
 
 One module serves both: with ``prototypes=None`` it is IRN's CAM classifier (backbone, global
 average pooling, a bias-free 1x1 conv classifier) and nothing else; with a
@@ -24,7 +24,7 @@ LAST_LEVEL = "block4"  # f_N: the last block, the one the classifier reads
 
 @dataclass(frozen=True)
 class PrototypeSettings:
-    """The prototype module's hyper-parameters (METHOD.md defaults)."""
+    """The prototype module's hyper-parameters (docs/method.md defaults)."""
 
     levels: tuple[str, ...] = ("block2", "block4")  # Table IV
     group_size: int = 2  # K, Table VII

@@ -31,7 +31,7 @@ def tag_masked(cams: Tensor, tags: Tensor) -> Tensor:
 
 
 def cams_to_labels(cams: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
-    """The CAM -> label map rule of IRN's evaluation (METHOD.md stage 3).
+    """The CAM -> label map rule of IRN's evaluation (docs/method.md stage 3).
 
     cams (K, H, W) max-normalised maps of the image's tagged classes, keys (K,) their foreground
     class indices (0-based). The background gets the constant score ``threshold``; each pixel takes the

@@ -1,6 +1,6 @@
 """Dense CRF smoothing (Kraehenbuehl and Koltun's fully connected CRF, via pydensecrf).
 
-Two uses: IRN's confident labels for boundary refinement (METHOD.md stage 4), where a hard
+Two uses: IRN's confident labels for boundary refinement (docs/method.md stage 4), where a hard
 label map is smoothed, and the segmentation model's post-processing (stage 9), where class
 probabilities are refined. Arrays in, arrays out (numpy, on the CPU: pydensecrf is CPU code).
 """
@@ -37,8 +37,8 @@ DEEPLAB_CRF = DenseCRFParams(gaussian_sxy=1, gaussian_compat=3, bilateral_sxy=67
 LABEL_CONFIDENCE = 0.7  # IRN's gt_prob: the unary's belief in the given label
 PROB_CLIP = 1e-5  # smallest probability before the log of the unary
 
-FG_CONF_THRESHOLD = 0.30  # METHOD.md stage 4: background score for the confident-foreground map
-BG_CONF_THRESHOLD = 0.05  # METHOD.md stage 4: background score for the confident-background map
+FG_CONF_THRESHOLD = 0.30  # docs/method.md stage 4: background score for the confident-foreground map
+BG_CONF_THRESHOLD = 0.05  # docs/method.md stage 4: background score for the confident-background map
 
 
 def _check_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -91,7 +91,7 @@ def crf_refine_probs(image: np.ndarray, probs: np.ndarray, params: DenseCRFParam
 
 def confident_labels(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, fg_threshold: float = FG_CONF_THRESHOLD,
                      bg_threshold: float = BG_CONF_THRESHOLD, params: DenseCRFParams = IRN_LABEL_CRF) -> np.ndarray:
-    """IRN's cam_to_ir_label: confident foreground, confident background and "unsure" (METHOD.md stage 4).
+    """IRN's cam_to_ir_label: confident foreground, confident background and "unsure" (docs/method.md stage 4).
 
     Args:
         image: (H, W, 3) uint8 RGB.

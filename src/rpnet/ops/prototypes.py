@@ -19,7 +19,7 @@ EPS = 1e-5  # keeps divisions by a spatial max or a mask area finite
 def normalized_activation(feat: Tensor, per_channel: bool = True, eps: float = EPS) -> Tensor:
     """Eq. 3, inner part: A = relu(f) / (max relu(f) + eps), per image.
 
-    ``per_channel`` (METHOD.md's default reading) divides each channel by its own spatial max;
+    ``per_channel`` (docs/method.md's default reading) divides each channel by its own spatial max;
     otherwise the whole map is divided by its single largest activation (eq. 3's ``max f_n(x, y)``
     read as one maximum over positions and channels). With hundreds of channels the per-channel
     reading puts some channel near its own peak at almost every position, so eq. 4-6's mask
@@ -32,7 +32,7 @@ def normalized_activation(feat: Tensor, per_channel: bool = True, eps: float = E
 
 
 def confidence_map(norm_act: Tensor) -> Tensor:
-    """Eq. 4: O'(x, y) = max over channels. Taken on A (METHOD.md), so it is a fraction of the peak.
+    """Eq. 4: O'(x, y) = max over channels. Taken on A (docs/method.md), so it is a fraction of the peak.
 
     norm_act (B, C, H, W) -> (B, 1, H, W).
     """

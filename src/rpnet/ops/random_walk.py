@@ -1,4 +1,4 @@
-"""The random walk that spreads CAMs within the regions a boundary map encloses (IRN, METHOD.md stage 6).
+"""The random walk that spreads CAMs within the regions a boundary map encloses (IRN, docs/method.md stage 6).
 
 Convention: a map of N = h*w pixels is flattened row-major; A (N, N) is the symmetric affinity
 matrix with A_ij = (1 - max boundary on the path i-j) ** beta for pixels less than ``radius``
@@ -27,9 +27,9 @@ from torch import Tensor
 from .affinity import Offset, boundary_to_affinity, path_index
 
 WALK_RADIUS = 5  # IRN's propagate_to_edge radius
-WALK_BETA = 10  # METHOD.md stage 6: affinity ** beta sharpens the transition
+WALK_BETA = 10  # docs/method.md stage 6: affinity ** beta sharpens the transition
 WALK_STEPS = 2 ** 8  # IRN squares T eight times, i.e. T ** 256
-BG_THRESHOLD = 0.25  # METHOD.md stage 6: constant background score after the walk
+BG_THRESHOLD = 0.25  # docs/method.md stage 6: constant background score after the walk
 FEATURE_STRIDE = 4  # the CAMs and the boundary map are at 1/4 of the image
 EPS = 1e-5  # keeps the global max normalisation finite when the walk gives all zeros
 

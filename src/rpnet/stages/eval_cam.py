@@ -1,4 +1,4 @@
-"""Score the CAMs against ground-truth masks (METHOD.md stage 3).
+"""Score the CAMs against ground-truth masks (docs/method.md stage 3).
 
 The background gets a constant score (the threshold) and every pixel takes the argmax over
 background and the tagged classes' max-normalised CAMs. ``cam_miou`` is scored at

@@ -1,4 +1,4 @@
-"""Stage 7: score the pseudo masks against ground-truth masks (METHOD.md stage 7).
+"""Stage 7: score the pseudo masks against ground-truth masks (docs/method.md stage 7).
 
 Adds ``pseudo_miou`` (percent) and ``pseudo_per_class`` to ``WORK_DIR/metrics.json`` and
 writes example pictures to ``WORK_DIR/eval_pseudo/pictures/``: the image, the CAM mask (at

@@ -1,4 +1,4 @@
-"""Stage 9: predict with the segmentation model and score it, with and without a dense CRF (METHOD.md stage 9).
+"""Stage 9: predict with the segmentation model and score it, with and without a dense CRF (docs/method.md stage 9).
 
 Every image of ``eval_seg.split`` (default ``data.eval_split``) goes through the model at each of
 ``eval_seg.scales``, and its mirror image when ``eval_seg.flip``; the averaged softmax probabilities

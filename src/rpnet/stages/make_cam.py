@@ -1,4 +1,4 @@
-"""Stage 2: multi-scale, flipped CAMs of every training image (METHOD.md stage 2).
+"""Stage 2: multi-scale, flipped CAMs of every training image (docs/method.md stage 2).
 
 For each image and scale (1.0, 0.5, 1.5, 2.0 by default) the image and its mirror go
 through the classifier's original branch (or, with ``model.cam_source: enhanced``, the

@@ -1,4 +1,4 @@
-"""Stage 4: confident labels for boundary refinement (METHOD.md stage 4, IRN's cam_to_ir_label).
+"""Stage 4: confident labels for boundary refinement (docs/method.md stage 4, IRN's cam_to_ir_label).
 
 For each training image, the full-size CAMs of stage 2 are turned into two argmax maps, one
 with a high background score (``ir_label.fg_threshold``: only strong CAM is foreground) and

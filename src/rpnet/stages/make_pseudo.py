@@ -1,4 +1,4 @@
-"""Stage 6: pseudo masks by a random walk on IRN's boundary map (METHOD.md stage 6, IRN's make_sem_seg_labels).
+"""Stage 6: pseudo masks by a random walk on IRN's boundary map (docs/method.md stage 6, IRN's make_sem_seg_labels).
 
 For each image, the trained IRNet gives a class-boundary map at stride 4 (the image and its
 mirror image averaged), and the stride-4 CAMs of stage 2 are walked within the regions the

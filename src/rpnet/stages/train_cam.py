@@ -5,7 +5,7 @@ checkpoint, every epoch and on Ctrl-C), ``log.jsonl`` (loss terms, lr, images/s)
 ``config.yaml`` (the resolved config).
 
 Both models see the same stream of images: batches of groups of K images sharing a class
-(METHOD.md stage 1), each tagged image an anchor once per epoch. The baseline ignores the
+(docs/method.md stage 1), each tagged image an anchor once per epoch. The baseline ignores the
 grouping, so a baseline and an RPNet run with the same seed differ only in the prototype module.
 """
 

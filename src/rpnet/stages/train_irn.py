@@ -1,4 +1,4 @@
-"""Stage 5: train the inter-pixel relation network (METHOD.md stage 5, IRN's train_irn).
+"""Stage 5: train the inter-pixel relation network (docs/method.md stage 5, IRN's train_irn).
 
 IRNet's two branches learn on a frozen backbone (or, with ``train_irn.train_backbone``, a trained
 one) from stage 4's confident labels: pairs of

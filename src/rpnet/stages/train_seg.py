@@ -1,4 +1,4 @@
-"""Stage 8: train the segmentation model on the pseudo masks (METHOD.md stage 8).
+"""Stage 8: train the segmentation model on the pseudo masks (docs/method.md stage 8).
 
 DeepLab-LargeFOV (or DeepLab-v3+, ``train_seg.architecture``) on a dilated ResNet learns from
 stage 6's pseudo masks (``train_seg.labels: pseudo``, ``WORK_DIR/make_pseudo/masks``) or, for the
