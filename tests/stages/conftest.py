@@ -1,10 +1,14 @@
 """Fixtures shared by the stage tests."""
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from rpnet.data.build import build_dataset
+from rpnet.io import save_npz
 from rpnet.models.backbones import build_backbone
+from rpnet.stages.make_cam import cam_dir
 from rpnet.stages.train_cam import CLASSIFIER_BACKBONE_PREFIX
 
 
@@ -21,4 +25,19 @@ def write_classifier():
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(path))
         return tensors
+    return write
+
+
+@pytest.fixture
+def write_three_level_cams():
+    """Write CAM files with three values over the split: 0 off the objects, 0.3 and 0.9 on alternate
+    rows of each tagged class's ground-truth pixels (what the calibration tests split)."""
+    def write(cfg):
+        data = build_dataset(cfg.data, cfg.data.train_split, masks=True)
+        for i, rec in enumerate(data.records):
+            mask = data[i]["mask"]
+            keys = np.array(sorted(rec.tags))
+            level = np.where(np.arange(mask.shape[0])[:, None] % 2 == 0, 0.3, 0.9)
+            high = np.stack([(mask == k + 1) * level for k in keys]).astype(np.float16)
+            save_npz(cam_dir(cfg.work_dir) / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
     return write

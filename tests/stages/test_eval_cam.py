@@ -49,17 +49,11 @@ def test_threshold_sweep_picks_the_right_threshold(tiny_cfg):
     assert curve["miou"][1] < 100.0
 
 
-def test_auto_threshold_is_calibrated_from_the_cams_without_masks(tiny_cfg):
+def test_auto_threshold_is_calibrated_from_the_cams_without_masks(tiny_cfg, write_three_level_cams):
     # Three CAM values over the split: 0 (background), 0.3 and 0.9 on alternate object rows.
     # The three-class Otsu split puts its lower edge between 0 and 0.3: there the CAM is perfect.
     cfg = tiny_cfg()
-    data = build_dataset(cfg.data, cfg.data.train_split, masks=True)
-    for i, rec in enumerate(data.records):
-        mask = data[i]["mask"]
-        keys = np.array(sorted(rec.tags))
-        level = np.where(np.arange(mask.shape[0])[:, None] % 2 == 0, 0.3, 0.9)
-        high = np.stack([(mask == k + 1) * level for k in keys]).astype(np.float16)
-        save_npz(cam_dir(cfg.work_dir) / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
+    write_three_level_cams(cfg)
     metrics = eval_cam.run(cfg)
     assert 0.0 < metrics["cam_threshold"] <= 0.3 and metrics["cam_miou"] == 100.0
     calibration = read_json(cfg.work_dir / "eval_cam" / "calibration.json")

@@ -83,17 +83,11 @@ def test_missing_cam_is_a_clear_error(tiny_cfg):
         make_ir_label.run(tiny_cfg("ir_label.workers=1"))
 
 
-def test_auto_thresholds_are_the_calibrated_cam_threshold_and_its_half(tiny_cfg):
+def test_auto_thresholds_are_the_calibrated_cam_threshold_and_its_half(tiny_cfg, write_three_level_cams):
     # CAMs of 0.3 and 0.9 on alternate object rows, 0 elsewhere: the lower three-class Otsu edge t
     # lies in (0, 0.3], so t and t / 2 both mark the objects foreground and the rest background.
     cfg = tiny_cfg("ir_label.workers=1")
-    data = build_dataset(cfg.data, cfg.data.train_split, masks=True)
-    for i, rec in enumerate(data.records):
-        mask = data[i]["mask"]
-        keys = np.array(sorted(rec.tags))
-        level = np.where(np.arange(mask.shape[0])[:, None] % 2 == 0, 0.3, 0.9)
-        high = np.stack([(mask == k + 1) * level for k in keys]).astype(np.float16)
-        save_npz(cam_dir(cfg.work_dir) / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
+    write_three_level_cams(cfg)
     make_ir_label.run(cfg)
     calibration = read_json(cfg.work_dir / "make_ir_label" / "calibration.json")
     fg, bg = calibration["values"]["fg_threshold"], calibration["values"]["bg_threshold"]
