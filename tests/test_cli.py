@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from rpnet.cli import STAGES, main
 
 
@@ -36,3 +38,21 @@ def test_segmentation_stages_follow_eval_pseudo_and_predict_export_have_help(cap
         except SystemExit as exc:
             assert exc.code == 0
         assert "--weights" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "x.png", "--weights", "w", "--out", "o", "--scales", "0"], "--scales: must be > 0, got 0"),
+    (["predict", "x.png", "--weights", "w", "--out", "o", "--scales", "1", "-0.5"], "--scales: must be > 0"),
+    (["predict", "x.png", "--weights", "w", "--out", "o", "--tile-size", "0"], "--tile-size: must be >= 1"),
+    (["predict", "x.png", "--weights", "w", "--out", "o", "--tile-overlap", "-1"], "--tile-overlap: must be >= 0"),
+    (["predict", "x.png", "--weights", "w", "--out", "o", "--max-side", "0"], "--max-side: must be >= 1"),
+    (["synth", "d", "--n-train", "0"], "--n-train: must be >= 1, got 0"),
+    (["synth", "d", "--n-val", "-1"], "--n-val: must be >= 0"),
+    (["synth", "d", "--size", "abc"], "--size: not an integer: 'abc'"),
+])
+def test_out_of_range_flags_are_refused_before_any_work(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing written

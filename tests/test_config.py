@@ -48,6 +48,38 @@ def test_bad_keys_and_types_are_rejected_naming_the_key(override, named):
         load_config(None, [override])
 
 
+@pytest.mark.parametrize("override, message", [
+    ("train_cam.epochs=0", "'train_cam.epochs' must be >= 1, got 0"),  # random weights written, before
+    ("train_cam.epochs=-2", "'train_cam.epochs' must be >= 1, got -2"),
+    ("make_cam.scales=[]", "'make_cam.scales' must not be empty"),  # all-zero CAMs, before
+    ("eval_seg.scales=[0.0]", r"'eval_seg.scales\[0\]' must be > 0, got 0.0"),  # 1x1 px inference, before
+    ("train_cam.lr=-0.1", "'train_cam.lr' must be > 0"),
+    ("train_seg.weight_decay=-1", "'train_seg.weight_decay' must be >= 0"),
+    ("train_cam.crop_size=0", "'train_cam.crop_size' must be >= 1"),
+    ("train_irn.batch_size=0", "'train_irn.batch_size' must be >= 1, got 0"),  # not "a multiple of 2"
+    ("train_seg.max_steps=0", "'train_seg.max_steps' must be >= 1"),
+    ("pseudo.steps=0", "'pseudo.steps' must be >= 1"),
+    ("model.alpha=1.5", "'model.alpha' must be >= 0 and <= 1"),
+    ("seed=-1", "'seed' must be >= 0"),
+    ("train_seg.scale_range=[1.5, 0.5]", "'train_seg.scale_range' must be in increasing order"),
+    ("train_cam.resize_long=[0, 64]", r"'train_cam.resize_long\[0\]' must be >= 1"),
+    ("eval_cam.sweep=[0.5, 0.1, 0.1]", "eval_cam.sweep is \\[start, stop, step\\]"),
+    ("train_cam.batch_size=3", "train_cam.batch_size 3 must be a multiple of model.group_size 2"),
+    # 1/4 of a 64 px crop is 16 cells; radius 10 pairs span 2 x 9 = 18 of them
+    ("train_irn.crop_size=64", "train_irn.crop_size 64 is too small for train_irn.path_radius 10.* crop_size > 72"),
+])
+def test_out_of_range_values_are_refused_before_any_work(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_boundary_values_that_work_are_accepted():
+    cfg = load_config(None, ["train_irn.crop_size=80", "train_irn.path_radius=10", "ir_label.workers=0",
+                             "eval_cam.num_pictures=0", "train_seg.weight_decay=0", "model.lambda_s=0",
+                             "train_cam.resize_long=[64, 64]", "eval_cam.sweep=[0.5, 0.5, 0.1]"])
+    assert cfg.train_irn.crop_size == 80 and cfg.train_cam.resize_long == (64, 64)
+
+
 def test_override_needs_equals_sign():
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_override("model.beta")

@@ -45,6 +45,24 @@ STAGE_HELP = {
 log = logging.getLogger("rpnet")
 
 
+def _bounded(kind: type, low: float, strict: bool):
+    """An argparse ``type`` that parses ``kind`` and refuses values below ``low`` (or equal, with ``strict``)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g}, got {text}")
+        return value
+    return parse
+
+
+positive_int = _bounded(int, 1, strict=False)
+count = _bounded(int, 0, strict=False)
+positive_float = _bounded(float, 0.0, strict=True)
+
+
 def _add_stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help=STAGE_HELP.get(name, ""), description=STAGE_HELP.get(name, ""))
     p.add_argument("config", type=Path, help="YAML config file (e.g. configs/synthetic.yaml)")
@@ -70,10 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate a seeded synthetic dataset that is hard the way real data is.",
     )
     synth.add_argument("out_dir", type=Path)
-    synth.add_argument("--n-train", type=int, default=200)
-    synth.add_argument("--n-val", type=int, default=60)
-    synth.add_argument("--size", type=int, default=128, help="image side in pixels")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--n-train", type=positive_int, default=200)
+    synth.add_argument("--n-val", type=count, default=60)
+    synth.add_argument("--size", type=positive_int, default=128, help="image side in pixels")
+    synth.add_argument("--seed", type=count, default=0)
     synth.add_argument("--format", choices=("voc", "coco", "folder"), default="voc",
                        help="the layout OUT_DIR is written in (default: voc)")
     synth.add_argument("--profile", default="default",
@@ -109,12 +127,12 @@ def _add_predict_parsers(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--classes", type=Path, help="class-list file replacing the names stored in the weights")
     predict.add_argument("--out", type=Path, required=True, help="output folder")
     predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    predict.add_argument("--scales", type=float, nargs="+", help="inference scales (default: 1.0)")
+    predict.add_argument("--scales", type=positive_float, nargs="+", help="inference scales (default: 1.0)")
     predict.add_argument("--flip", action="store_true", help="also run the mirror image and average")
-    predict.add_argument("--tile-size", type=int,
+    predict.add_argument("--tile-size", type=positive_int,
                          help="run larger images in overlapping tiles of this side (default 512)")
-    predict.add_argument("--tile-overlap", type=int, help="pixels neighbouring tiles share (default 128)")
-    predict.add_argument("--max-side", type=int,
+    predict.add_argument("--tile-overlap", type=count, help="pixels neighbouring tiles share (default 128)")
+    predict.add_argument("--max-side", type=positive_int,
                          help="first downscale images whose long side exceeds this (default 4096)")
     predict.set_defaults(command="predict")
 
@@ -162,12 +180,13 @@ def _run_synth(args: argparse.Namespace) -> None:
 
 def _run_stage(args: argparse.Namespace) -> None:
     from .config import load_config
-    from .engine.distributed import session
+    from .engine.distributed import session, world
+    from .workdir import writing
 
     cfg = load_config(args.config, args.overrides)
     module = importlib.import_module(STAGES[args.stage])
     # Under torchrun (WORLD_SIZE set) every rank joins the process group here; otherwise a no-op.
-    with session(cfg.engine.backend, cfg.device):
+    with session(cfg.engine.backend, cfg.device), writing(cfg.work_dir, main=world().is_main):
         module.main(cfg, resume=args.resume)
 
 

@@ -17,7 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 
@@ -28,6 +28,52 @@ AUTO = "auto"
 # A threshold on CAMs or scores: a number in (0, 1), or "auto", chosen from the data without ground
 # truth by the stage that first needs it and written to its calibration.json (rpnet.calibration).
 Threshold = Union[float, Literal["auto"]]
+
+
+@dataclass(frozen=True)
+class Range:
+    """The interval a numeric key must lie in, checked when a config is read:
+    ``epochs: Annotated[int, Range(ge=1)]``. Any bound may be left out."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def check(self, value: float, key: str) -> None:
+        bounds = [(sign, bound, ok) for sign, bound, ok in (
+            (">", self.gt, float.__gt__), (">=", self.ge, float.__ge__),
+            ("<", self.lt, float.__lt__), ("<=", self.le, float.__le__)) if bound is not None]
+        if not all(ok(float(value), float(bound)) for _, bound, ok in bounds):
+            allowed = " and ".join(f"{sign} {bound:g}" for sign, bound, _ in bounds)
+            raise ConfigError(f"config key {key!r} must be {allowed}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class NonEmpty:
+    """A list key that must hold at least one value."""
+
+    def check(self, value: tuple, key: str) -> None:
+        if not value:
+            raise ConfigError(f"config key {key!r} must not be empty")
+
+
+@dataclass(frozen=True)
+class Ascending:
+    """A list key whose values must not decrease (a (low, high) range)."""
+
+    def check(self, value: tuple, key: str) -> None:
+        if any(b < a for a, b in zip(value, value[1:])):
+            raise ConfigError(f"config key {key!r} must be in increasing order, got {list(value)}")
+
+
+Count = Annotated[int, Range(ge=0)]  # 0 allowed: pictures, workers
+PositiveInt = Annotated[int, Range(ge=1)]  # epochs, batch sizes, crop sizes, steps
+PositiveFloat = Annotated[float, Range(gt=0)]  # learning rates, multipliers, sigmas, scales
+NonNegativeFloat = Annotated[float, Range(ge=0)]  # weight decay, momentum, powers, loss weights
+Scales = Annotated[tuple[PositiveFloat, ...], NonEmpty()]  # inference scales
+ScaleRange = Annotated[tuple[PositiveFloat, PositiveFloat], Ascending()]  # (low, high) jitter
+SizeRange = Annotated[tuple[PositiveInt, PositiveInt], Ascending()]  # (low, high) resize
 
 
 def check_threshold(value: Threshold, key: str) -> None:
@@ -47,7 +93,7 @@ class DataConfig:
     eval_split: str = "val"
     fraction: float = 1.0  # keep this fraction of each class's training images (Table II)
     sbd_root: Path | None = None  # SBD folder; with train_split "train_aug" (VOC only)
-    num_workers: int = 0  # DataLoader worker processes
+    num_workers: Count = 0  # DataLoader worker processes
 
     def __post_init__(self) -> None:
         if not 0.0 < self.fraction <= 1.0:
@@ -64,13 +110,13 @@ class ModelConfig:
     output_stride: Literal[8, 16, 32] = 16
     prototype_levels: tuple[str, ...] = ("block2", "block4")  # Table IV
     group_size: int = 2  # K images per group sharing a class (Table VII)
-    alpha: float = 0.3  # eq. 6 confidence threshold, a fraction of the peak activation
+    alpha: Annotated[float, Range(ge=0, le=1)] = 0.3  # eq. 6 confidence threshold, a fraction of the peak activation
     activation_norm: Literal["channel", "global"] = "channel"  # eq. 3: per-channel max (docs/method.md) or the map's
     beta: float = 0.5  # eq. 6 Bernoulli keep probability (Table V)
-    sigma: float = 3.0  # eq. 9 Gaussian sigma in block4 cells
+    sigma: PositiveFloat = 3.0  # eq. 9 Gaussian sigma in block4 cells
     gaussian: bool = True  # Table VI: the filter on or off
-    embed_dim: int = 256  # eq. 3 embedding channels D
-    lambda_s: float = 10.0  # eq. 11
+    embed_dim: PositiveInt = 256  # eq. 3 embedding channels D
+    lambda_s: NonNegativeFloat = 10.0  # eq. 11
     compare: Literal["last_level", "same_level"] = "last_level"  # eq. 7 reading
     ls_mode: Literal["cam", "feature"] = "cam"  # eq. 13 on CAMs (default) or on features
     ls_detach_enhanced: bool = False  # stop the gradient through the enhanced branch in L_s
@@ -103,29 +149,29 @@ class ModelConfig:
 class TrainCamConfig:
     """Stage 1 schedule (docs/method.md: 5 epochs, SGD lr 0.02 poly 0.9, batch 16, wd 1e-4)."""
 
-    epochs: int = 5
-    batch_size: int = 16
-    lr: float = 0.02
-    weight_decay: float = 1e-4
+    epochs: PositiveInt = 5
+    batch_size: PositiveInt = 16
+    lr: PositiveFloat = 0.02
+    weight_decay: NonNegativeFloat = 1e-4
     # IRN passes weight decay into SGD's momentum slot; 1e-4 matches published numbers.
-    momentum: float = 1e-4
-    poly_power: float = 0.9
-    new_layer_lr_mult: float = 10.0
-    crop_size: int = 512
-    resize_long: tuple[int, int] = (320, 640)
+    momentum: NonNegativeFloat = 1e-4
+    poly_power: NonNegativeFloat = 0.9
+    new_layer_lr_mult: PositiveFloat = 10.0
+    crop_size: PositiveInt = 512
+    resize_long: SizeRange = (320, 640)
     amp: bool = True  # mixed precision, CUDA only
-    log_every: int = 10
-    max_steps: int | None = None  # stop early (smoke tests, benchmarks)
+    log_every: PositiveInt = 10
+    max_steps: PositiveInt | None = None  # stop early (smoke tests, benchmarks)
 
 
 @dataclass(frozen=True)
 class MakeCamConfig:
     """Stage 2: multi-scale, flipped CAM inference."""
 
-    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)  # IRN's default
+    scales: Scales = (1.0, 0.5, 1.5, 2.0)  # IRN's default
     flip: bool = True
     split: str | None = None  # None: data.train_split
-    batch_size: int = 8  # images of one size inferred together
+    batch_size: PositiveInt = 8  # images of one size inferred together
 
 
 @dataclass(frozen=True)
@@ -137,10 +183,14 @@ class EvalCamConfig:
     threshold: Threshold = AUTO
     sweep: tuple[float, float, float] = (0.05, 0.95, 0.05)  # start, stop (inclusive), step: cam_miou_best
     split: str | None = None  # None: data.train_split (CAMs are scored on the train set)
-    num_pictures: int = 8
+    num_pictures: Count = 8
 
     def __post_init__(self) -> None:
         check_threshold(self.threshold, "eval_cam.threshold")
+        start, stop, step = self.sweep
+        if not (0.0 < start <= stop < 1.0 and step > 0.0):
+            raise ConfigError(f"eval_cam.sweep is [start, stop, step] with 0 < start <= stop < 1 and step > 0, "
+                              f"got {list(self.sweep)}")
 
 
 @dataclass(frozen=True)
@@ -151,7 +201,7 @@ class IrLabelConfig:
     # calibrated CAM threshold t and t / 2 (make_ir_label/calibration.json). IRN's VOC values are 0.30 / 0.05.
     fg_threshold: Threshold = AUTO
     bg_threshold: Threshold = AUTO
-    workers: int = 2  # parallel worker processes (the dense CRF runs on the CPU)
+    workers: Count = 2  # parallel worker processes (the dense CRF runs on the CPU); 0 or 1: in this process
     split: str | None = None  # None: data.train_split
 
     def __post_init__(self) -> None:
@@ -173,36 +223,44 @@ class TrainIrnConfig:
     boundary_prior: float | None = None
     # Weight of the foreground positive pairs in IRN's boundary loss (rpnet.losses.irn_loss); 1 is IRN's.
     fg_pos_weight: float = 1.0
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 0.1
-    weight_decay: float = 1e-4
-    momentum: float = 1e-4  # IRN's optimizer quirk, as for the classifier
-    poly_power: float = 0.9
-    crop_size: int = 512
-    scale_range: tuple[float, float] = (0.5, 1.5)
-    path_radius: int = 10
+    epochs: PositiveInt = 3
+    batch_size: PositiveInt = 32
+    lr: PositiveFloat = 0.1
+    weight_decay: NonNegativeFloat = 1e-4
+    momentum: NonNegativeFloat = 1e-4  # IRN's optimizer quirk, as for the classifier
+    poly_power: NonNegativeFloat = 0.9
+    crop_size: PositiveInt = 512
+    scale_range: ScaleRange = (0.5, 1.5)
+    path_radius: Annotated[int, Range(ge=2)] = 10
     # IRN freezes the backbone (ImageNet features already hold edges); true also trains it (at lr x1,
     # stem and batch-norm statistics still frozen), for a backbone trained from scratch on few images.
     train_backbone: bool = False
     amp: bool = True
-    log_every: int = 10
-    max_steps: int | None = None
+    log_every: PositiveInt = 10
+    max_steps: PositiveInt | None = None
 
     def __post_init__(self) -> None:
         if self.boundary_prior is not None and not 0 < self.boundary_prior < 1:
             raise ConfigError(f"train_irn.boundary_prior must be in (0, 1) or null, got {self.boundary_prior}")
         if not self.fg_pos_weight > 0:
             raise ConfigError(f"train_irn.fg_pos_weight must be positive, got {self.fg_pos_weight}")
+        from .models.irn import IRN_STRIDE
+
+        # The affinity pairs span 2 (radius - 1) cells of the crop's 1/stride label map (rpnet.ops.affinity).
+        cells, span = -(-self.crop_size // IRN_STRIDE), 2 * (self.path_radius - 1)
+        if cells <= span:
+            raise ConfigError(f"train_irn.crop_size {self.crop_size} is too small for train_irn.path_radius "
+                              f"{self.path_radius}: its {cells}-cell label map (stride {IRN_STRIDE}) must be wider "
+                              f"than {span} cells, so crop_size > {span * IRN_STRIDE}")
 
 
 @dataclass(frozen=True)
 class PseudoConfig:
     """Stage 6: boundary map -> transition matrix -> random walk -> pseudo masks."""
 
-    beta: float = 10.0
-    radius: int = 5
-    steps: int = 256  # 2^8
+    beta: PositiveFloat = 10.0
+    radius: PositiveInt = 5
+    steps: PositiveInt = 256  # 2^8
     # Background score against the walked CAMs; auto: from the walked scores (make_pseudo/calibration.json).
     # IRN's VOC value is 0.25.
     bg_threshold: Threshold = AUTO
@@ -217,7 +275,7 @@ class EvalPseudoConfig:
     """Stage 7: pseudo-mask mIoU against the ground truth."""
 
     split: str | None = None  # None: data.train_split
-    num_pictures: int = 8
+    num_pictures: Count = 8
 
 
 @dataclass(frozen=True)
@@ -233,19 +291,19 @@ class TrainSegConfig:
     # auto: ImageNet (model.pretrained) if given, else stage 1's backbone if trained, else from scratch
     backbone_init: Literal["auto", "pretrained", "classifier", "scratch"] = "auto"
     freeze_bn: bool | None = None  # None: frozen (running statistics) when ImageNet weights are loaded
-    epochs: int = 20
-    batch_size: int = 10
-    lr: float = 1e-3
-    head_lr_mult: float = 10.0
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    poly_power: float = 0.9
-    crop_size: int = 321
-    scale_range: tuple[float, float] = (0.5, 1.5)
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 10
+    lr: PositiveFloat = 1e-3
+    head_lr_mult: PositiveFloat = 10.0
+    momentum: NonNegativeFloat = 0.9
+    weight_decay: NonNegativeFloat = 5e-4
+    poly_power: NonNegativeFloat = 0.9
+    crop_size: PositiveInt = 321
+    scale_range: ScaleRange = (0.5, 1.5)
     split: str | None = None  # None: data.train_split
     amp: bool = True
-    log_every: int = 10
-    max_steps: int | None = None
+    log_every: PositiveInt = 10
+    max_steps: PositiveInt | None = None
 
     def __post_init__(self) -> None:
         from .models.backbones import BACKBONES
@@ -258,11 +316,11 @@ class TrainSegConfig:
 class EvalSegConfig:
     """Stage 9: multi-scale + flip inference on ``data.eval_split``, with and without a dense CRF (Table VIII)."""
 
-    scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
+    scales: Scales = (0.5, 0.75, 1.0, 1.25, 1.5)
     flip: bool = True
     crf: bool = True  # also score (and write) the CRF-refined masks
     split: str | None = None  # None: data.eval_split
-    num_pictures: int = 8
+    num_pictures: Count = 8
 
 
 @dataclass(frozen=True)
@@ -285,7 +343,7 @@ class Config:
     """The whole experiment: one work dir, one seed, one section per stage."""
 
     work_dir: Path = Path("work_dirs/default")
-    seed: int = 0
+    seed: Count = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -299,6 +357,12 @@ class Config:
     train_seg: TrainSegConfig = field(default_factory=TrainSegConfig)
     eval_seg: EvalSegConfig = field(default_factory=EvalSegConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        # Stage 1 batches are groups of model.group_size images sharing a class (rpnet.data.sampling).
+        if self.train_cam.batch_size % self.model.group_size:
+            raise ConfigError(f"train_cam.batch_size {self.train_cam.batch_size} must be a multiple of "
+                              f"model.group_size {self.model.group_size} (each batch is made of whole groups)")
 
 
 # --------------------------------------------------------------------------- loading
@@ -363,7 +427,7 @@ def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
     where = prefix.rstrip(".") or "the config"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     known = {f.name for f in fields(cls) if f.init}
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -387,6 +451,12 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against annotation ``tp`` and convert where lossless (int -> float, str -> Path)."""
     origin = get_origin(tp)
+    if origin is Annotated:  # a type with checks on its value (Range, NonEmpty, Ascending)
+        base, *checks = get_args(tp)
+        value = _coerce(value, base, key)
+        for check in checks:
+            check.check(value, key)
+        return value
     if is_dataclass(tp):
         return from_dict(tp, value if value is not None else {}, prefix=f"{key}.")
     if origin in (Union, types.UnionType):
@@ -402,7 +472,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             try:
                 return _coerce(value, arg, key)
             except ConfigError as exc:
-                errors.append(str(exc))
+                errors.append(exc)
         raise errors[0] if len(errors) == 1 else ConfigError(
             f"config key {key!r}: {value!r} is none of {', '.join(_type_name(a) for a in args)}"
         )

@@ -23,6 +23,7 @@ keys are the table's headings: the column's name with one metric, else "column m
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -32,8 +33,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import Config, load_config, read_yaml
+from .engine.distributed import world
 from .errors import ConfigError
 from .io import atomic_write_text, read_json, write_json
+from .workdir import work_dir_lock
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +215,13 @@ def run_sweep(sweep: str | Path | Sweep, out: str | Path, extra: Sequence[str] =
         from .pipeline.runner import run_pipeline as runner
     sweep = sweep if isinstance(sweep, Sweep) else load_sweep(sweep)
     cells = plan_sweep(sweep, out, extra)
+    # One sweep per output folder (rank 0 holds the lock under torchrun); each cell's run locks its own work dir.
+    with work_dir_lock(out) if world().is_main else contextlib.nullcontext():
+        return run_cells(sweep, cells, out, runner)
+
+
+def run_cells(sweep: Sweep, cells: Sequence[Cell], out: Path, runner: Callable[..., Any]) -> Table:
+    """Run the cells in order, writing the tables after each (and after a failure)."""
     try:
         for i, cell in enumerate(cells, 1):
             log.info("sweep: run %d of %d: %s %s -> %s", i, len(cells), cell.row, cell.column, cell.work_dir)

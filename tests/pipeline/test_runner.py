@@ -6,7 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
+from rpnet import cli
 from rpnet.errors import ConfigError
+from rpnet.workdir import NotOurs
 from rpnet.io import load_npz
 from rpnet.pipeline import run_pipeline, stage_statuses
 from rpnet.pipeline.runner import stage_range
@@ -149,6 +151,40 @@ def test_a_rerun_stage_drops_its_old_metrics_until_it_has_new_ones(fake, fake_cf
         run_pipeline(fake_cfg("eval_cam.threshold=0.3"))
     metrics = json.loads((cfg.work_dir / "metrics.json").read_text())
     assert "cam_miou" not in metrics and metrics["pseudo_miou"] == 25.0  # eval-pseudo has not rerun yet
+
+
+def test_a_work_dir_of_the_user_s_is_refused_before_anything_is_written_or_deleted(fake, fake_cfg, tmp_path):
+    work = tmp_path / "work"
+    (work / "train_cam").mkdir(parents=True)
+    (work / "train_cam" / "precious.txt").write_text("x")
+    (work / "config.yaml").write_text("# mine\n")
+    with pytest.raises(NotOurs, match="rpnet did not write"):
+        run_pipeline(fake_cfg())
+    assert fake.ran() == []
+    assert (work / "train_cam" / "precious.txt").read_text() == "x" and (work / "config.yaml").read_text() == "# mine\n"
+    assert sorted(p.name for p in work.rglob("*")) == ["config.yaml", "precious.txt", "train_cam"]
+
+
+def test_a_stale_stage_folder_holding_the_user_s_files_is_not_deleted(fake, fake_cfg):
+    cfg = fake_cfg()
+    run_pipeline(cfg, until="train-cam")
+    (cfg.work_dir / "make_cam").mkdir()  # made by the user in rpnet's work dir, never by a stage
+    (cfg.work_dir / "make_cam" / "notes.txt").write_text("x")
+    run_pipeline(fake_cfg("train_cam.lr=0.5"), until="train-cam")  # train-cam reruns: make-cam is stale
+    with pytest.raises(NotOurs, match="notes.txt"):
+        run_pipeline(fake_cfg("train_cam.lr=0.5"), until="make-cam")
+    assert (cfg.work_dir / "make_cam" / "notes.txt").read_text() == "x"
+
+
+def test_a_batch_larger_than_the_data_is_refused_before_the_first_stage_runs(fake, fake_cfg, monkeypatch):
+    from rpnet.stages import train_seg
+
+    fake_seg = fake.module("train-seg")  # the real check of the real stage, the fake's run
+    fake_seg.check = train_seg.check
+    monkeypatch.setitem(cli.STAGES, "train-seg", fake_seg)
+    with pytest.raises(ConfigError, match="train_seg.batch_size 64 needs at least 64 images.* there are 8"):
+        run_pipeline(fake_cfg("train_seg.batch_size=64"))
+    assert fake.ran() == []
 
 
 @pytest.mark.slow

@@ -119,7 +119,7 @@ def test_missing_inputs_are_clear_errors(tiny_cfg):
         train_irn.run(cfg)
     with pytest.raises(ConfigError, match="model.pretrained is null"):
         train_irn.run(tiny_cfg(*FAST, "train_irn.backbone_init=pretrained"))
-    with pytest.raises(ConfigError, match="batch_size 16 is larger"):
+    with pytest.raises(ConfigError, match="batch_size 16 needs at least 16 images"):
         train_irn.run(tiny_cfg(*FAST, "train_irn.batch_size=16"))
 
 

@@ -7,6 +7,10 @@ deleted and it runs afresh. A stage that reran gets a new run id, so the stages 
 it become stale in turn. ``start`` forces a fresh run of that stage and all after it;
 ``until`` stops after that stage.
 
+The run holds the work dir's lock and writes only into folders it marked as its own
+(:mod:`rpnet.workdir`): a second ``rpnet run`` on the same work dir is refused, and a stale
+folder that holds files rpnet did not write is an error, not deleted.
+
 Under torchrun every rank runs the loop and every stage; rank 0 alone deletes folders and
 writes records, and the ranks wait for each other around each stage, so that all of them
 read the same states.
@@ -15,7 +19,6 @@ read the same states.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from ..data.build import build_dataset
 from ..engine.distributed import barrier, world
 from ..errors import ConfigError
 from ..io import read_json, write_json
+from ..workdir import mark, remove_ours, writing
 from .graph import EVAL_SPLITS, check_stage, stage_module, stage_order
 from .state import DONE_RECORD, STARTED_RECORD, StageStatus, stage_statuses
 
@@ -71,33 +75,44 @@ def run_pipeline(cfg: Config, *, start: str | None = None, until: str | None = N
     first, last = stage_range(order, start, until)
     work = Path(cfg.work_dir)
     main = world().is_main
-    if main:
-        work.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, work / RUN_CONFIG)
-    results = []
-    for index, name in enumerate(order[:last + 1]):
-        # Recomputed per stage: a stage that just reran changes the state of those below it.
-        status = stage_statuses(cfg, order)[name]
-        forced = index >= first
-        if name in EVAL_SPLITS and not split_has_masks(cfg, EVAL_SPLITS[name](cfg)):
-            if main:
-                print(f"rpnet run: {name} skipped: split {EVAL_SPLITS[name](cfg)!r} of {cfg.data.root} has no masks "
-                      "to score against")
-            results.append(StageResult(name, "no masks", 0.0, {}))
-            continue
-        if status.state == "done" and not forced:
-            record = status.record or {}
-            log.info("run: %s is up to date (fingerprint %s), skipped", name, status.fingerprint)
-            results.append(StageResult(name, "skipped", float(record.get("seconds", 0.0)), record.get("metrics", {})))
-            continue
-        resume = status.state == "partial" and not forced
-        barrier()  # every rank has read the state before rank 0 changes it
-        if main and not resume:
-            clear_stage(work, status)
-        barrier()  # and no rank starts the stage on the old outputs
-        results.append(run_stage(cfg, name, status, resume=resume, main=main))
-        barrier()  # done.json is written before any rank reads the next state
+    with writing(work, main=main):
+        if main:
+            save_config(cfg, work / RUN_CONFIG)
+        statuses = stage_statuses(cfg, order)
+        preflight(cfg, [n for i, n in enumerate(order[:last + 1]) if i >= first or statuses[n].state != "done"])
+        results = []
+        for index, name in enumerate(order[:last + 1]):
+            # Recomputed per stage: a stage that just reran changes the state of those below it.
+            status = stage_statuses(cfg, order)[name]
+            forced = index >= first
+            if name in EVAL_SPLITS and not split_has_masks(cfg, EVAL_SPLITS[name](cfg)):
+                if main:
+                    print(f"rpnet run: {name} skipped: split {EVAL_SPLITS[name](cfg)!r} of {cfg.data.root} has no "
+                          "masks to score against")
+                results.append(StageResult(name, "no masks", 0.0, {}))
+                continue
+            if status.state == "done" and not forced:
+                record = status.record or {}
+                log.info("run: %s is up to date (fingerprint %s), skipped", name, status.fingerprint)
+                results.append(StageResult(name, "skipped", float(record.get("seconds", 0.0)), record.get("metrics", {})))
+                continue
+            resume = status.state == "partial" and not forced
+            barrier()  # every rank has read the state before rank 0 changes it
+            if main and not resume:
+                clear_stage(work, status)
+            barrier()  # and no rank starts the stage on the old outputs
+            results.append(run_stage(cfg, name, status, resume=resume, main=main))
+            barrier()  # done.json is written before any rank reads the next state
     return results
+
+
+def preflight(cfg: Config, names: list[str]) -> None:
+    """Before any work: each stage in ``names`` that has a ``check(cfg)`` checks what it can of its
+    settings against the data (a batch larger than the training set, ...): an error now, not hours in."""
+    for name in names:
+        check = getattr(stage_module(name), "check", None)
+        if check is not None:
+            check(cfg)
 
 
 def split_has_masks(cfg: Config, split: str) -> bool:
@@ -109,7 +124,7 @@ def clear_stage(work: Path, status: StageStatus) -> None:
     """Delete a stage's folder and the metrics its last finished run added to metrics.json."""
     if status.folder.exists():
         log.info("run: %s is %s: deleting %s", status.name, status.state, status.folder)
-        shutil.rmtree(status.folder)
+        remove_ours(status.folder)
     added = (status.record or {}).get("metrics", {})
     path = work / METRICS
     if added and path.exists():
@@ -127,7 +142,7 @@ def run_stage(cfg: Config, name: str, status: StageStatus, *, resume: bool, main
     inputs = {"stage": name, "fingerprint": status.fingerprint, "upstream": status.upstream_runs}
     started_path = status.folder / STARTED_RECORD
     if main:
-        status.folder.mkdir(parents=True, exist_ok=True)
+        mark(status.folder)
         started = read_json(started_path) if resume and started_path.exists() else {}
         write_json(started_path, {**inputs, "started": started.get("started", now())})
     before = read_metrics(Path(cfg.work_dir))

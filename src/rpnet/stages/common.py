@@ -7,13 +7,13 @@ from pathlib import Path
 from ..config import Config, save_config
 from ..data.build import build_dataset
 from ..data.dataset import TaggedImages
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from ..workdir import mark
 
 
 def stage_dir(cfg: Config, name: str) -> Path:
-    """``WORK_DIR/<name>/``, created, with ``config.yaml`` (the config this stage ran with) written into it."""
-    out = Path(cfg.work_dir) / name
-    out.mkdir(parents=True, exist_ok=True)
+    """``WORK_DIR/<name>/``, created and marked as rpnet's (:func:`rpnet.workdir.mark`), with ``config.yaml`` (the config this stage ran with) written into it."""
+    out = mark(Path(cfg.work_dir) / name)
     save_config(cfg, out / "config.yaml")
     return out
 
@@ -24,3 +24,22 @@ def scored_dataset(cfg: Config, split: str, what: str) -> TaggedImages:
     if not dataset.has_masks:
         raise DataError(f"split {split!r} of {cfg.data.root} has no masks to score {what} against")
     return dataset
+
+
+def training_images(cfg: Config, split: str | None = None) -> TaggedImages:
+    """The images a training stage learns from: ``split`` (default ``data.train_split``), untagged
+    images dropped and ``data.fraction`` applied, no transform and no masks (for counting)."""
+    return build_dataset(cfg.data, split or cfg.data.train_split, for_training=True, seed=cfg.seed)
+
+
+def check_batch(key: str, batch_size: int, images: int, per_batch: int | None = None) -> None:
+    """A ConfigError when ``images`` training images fill no batch of ``batch_size``.
+
+    ``per_batch``: how many images a batch draws from the dataset when that is not ``batch_size``
+    (stage 1 draws batch_size / K anchor images and adds K - 1 partners to each).
+    """
+    need = batch_size if per_batch is None else per_batch
+    if images < need:
+        what = f"{need} images" if per_batch is None else f"{need} anchor images ({batch_size} in groups)"
+        raise ConfigError(f"{key} {batch_size} needs at least {what} per step, but there are {images} "
+                          f"training images: lower {key}")

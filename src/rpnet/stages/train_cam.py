@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .common import stage_dir
+from .common import check_batch, stage_dir, training_images
 from ..config import Config, ModelConfig
 from ..data.build import build_dataset
 from ..data.sampling import GroupBatchSampler
@@ -78,6 +78,12 @@ def load_classifier_backbone(backbone: nn.Module, work_dir: Path, *, missing_hin
     return source
 
 
+def check(cfg: Config) -> None:
+    """What can be checked before any stage runs: the batch fits the training images."""
+    check_batch("train_cam.batch_size", cfg.train_cam.batch_size, len(training_images(cfg)),
+                cfg.train_cam.batch_size // cfg.model.group_size)
+
+
 def run(cfg: Config, *, resume: bool = False) -> Path:
     """Train and return the path of the final weights.
 
@@ -93,6 +99,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     per_rank = split_batch(tc.batch_size, current.size, cfg.model.group_size, "train_cam.batch_size")
     dataset = build_dataset(cfg.data, cfg.data.train_split, train_transform(tc.crop_size, tc.resize_long),
                             for_training=True, seed=cfg.seed)
+    check_batch("train_cam.batch_size", tc.batch_size, len(dataset), tc.batch_size // cfg.model.group_size)
     sampler = GroupBatchSampler(dataset.tag_matrix(), cfg.model.group_size, per_rank, cfg.seed,
                                 num_replicas=current.size, rank=current.rank)
     channels_last = use_channels_last(device, cfg.engine.channels_last)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from .common import stage_dir
+from .common import check_batch, stage_dir, training_images
 from ..config import Config, ModelConfig
 from ..data.dataset import TaggedImages
 from ..data.transforms import collate, eval_transform, seg_train_transform
@@ -148,6 +148,11 @@ def displacement_mean(net: IRNet, images: TaggedImages, crop_size: int, batch_si
     return (sums[:2] / max(float(sums[2]), 1.0)).float()
 
 
+def check(cfg: Config) -> None:
+    """What can be checked before any stage runs: the batch fits the training images."""
+    check_batch("train_irn.batch_size", cfg.train_irn.batch_size, len(training_images(cfg, None)))
+
+
 def run(cfg: Config, *, resume: bool = False) -> Path:
     """Train IRNet and return the path of the final weights.
 
@@ -161,9 +166,8 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     current = world()
     per_rank = split_batch(tc.batch_size, current.size, key="train_irn.batch_size")
     dataset = labelled_dataset(cfg)
+    check_batch("train_irn.batch_size", tc.batch_size, len(dataset))
     steps_per_epoch = len(dataset) // tc.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(f"train_irn.batch_size {tc.batch_size} is larger than the {len(dataset)} training images")
     net = build_irn(cfg.model, train_backbone=tc.train_backbone, boundary_prior=tc.boundary_prior)
     source = init_backbone(net, cfg)
     channels_last = use_channels_last(device, cfg.engine.channels_last)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .common import stage_dir
+from .common import check_batch, stage_dir, training_images
 from ..config import Config
 from ..data.build import build_dataset
 from ..data.dataset import TaggedImages
@@ -124,6 +124,11 @@ def make_optimizer(net: nn.Module, cfg: Config) -> torch.optim.SGD:
     return torch.optim.SGD(groups, lr=ts.lr, momentum=ts.momentum)
 
 
+def check(cfg: Config) -> None:
+    """What can be checked before any stage runs: the batch fits the training images."""
+    check_batch("train_seg.batch_size", cfg.train_seg.batch_size, len(training_images(cfg, cfg.train_seg.split)))
+
+
 def run(cfg: Config, *, resume: bool = False) -> Path:
     """Train the segmentation model and return the path of its weights.
 
@@ -137,9 +142,8 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     current = world()
     per_rank = split_batch(ts.batch_size, current.size, key="train_seg.batch_size")
     dataset = training_dataset(cfg)
+    check_batch("train_seg.batch_size", ts.batch_size, len(dataset))
     steps_per_epoch = len(dataset) // ts.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(f"train_seg.batch_size {ts.batch_size} is larger than the {len(dataset)} training images")
     init = resolve_init(cfg)
     channels_last = use_channels_last(device, cfg.engine.channels_last)
     net = to_memory_format(build_seg_model(cfg, len(dataset.class_names), init).to(device), channels_last)

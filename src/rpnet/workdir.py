@@ -1,0 +1,185 @@
+"""Who may write into a work dir: one rpnet process at a time, and only into folders rpnet made.
+
+**The lock.** ``rpnet run``, the stage commands and ``rpnet sweep`` hold ``WORK_DIR/.rpnet.lock``
+while they write: an exclusive ``flock`` on the file, which holds the holder's pid, host, start
+time and command. A second writer is refused with a :class:`WorkDirBusy` that names the holder.
+The kernel drops the lock when its process dies however it dies (kill -9 included), so a lock
+left by a dead process is simply taken over by the next run: nothing to clean up by hand. Locks
+are re-entrant within a process (``rpnet sweep`` runs ``rpnet run`` on each of its cells).
+
+**Ownership.** Each folder rpnet creates in a work dir gets an empty mark file, ``.rpnet``. rpnet
+deletes a folder only when it carries the mark (or the records the runner leaves: ``done.json``,
+``started.json``), and writes into an existing work dir only when it is empty, marked, or was
+written by an rpnet older than the marks (its ``config.yaml`` is exactly what rpnet would write).
+Anything else is the user's: :class:`NotOurs` says which files are in the way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+from .errors import RpnetError
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".rpnet.lock"
+MARK_FILE = ".rpnet"
+RUNNER_RECORDS = ("done.json", "started.json")  # rpnet.pipeline.state's records: also mark a stage folder
+RUN_CONFIG = "config.yaml"  # the resolved config rpnet writes into the work dir (and each stage folder)
+
+_held: dict[Path, tuple[int, int]] = {}  # lock path -> (fd, depth), this process's locks
+
+
+class WorkDirBusy(RpnetError):
+    """Another process holds the work dir's lock."""
+
+
+class NotOurs(RpnetError):
+    """A folder rpnet would write into or delete holds files rpnet did not write."""
+
+
+def holder_text(info: dict) -> str:
+    """``pid 123 on host h since 2026-12-06T20:01:02+00:00 (rpnet run c.yaml)`` from a lock file's JSON."""
+    return (f"pid {info.get('pid', '?')} on host {info.get('host', '?')} since {info.get('started', '?')}"
+            f" ({info.get('command', '?')})")
+
+
+def read_holder(path: Path) -> dict:
+    """The JSON a lock file holds; {} when it is empty or torn."""
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+@contextlib.contextmanager
+def work_dir_lock(folder: str | Path, command: str | None = None) -> Iterator[Path]:
+    """Hold ``folder/.rpnet.lock`` for the ``with`` block; :class:`WorkDirBusy` when another process holds it.
+
+    ``command``: what to tell a refused second writer (default: this process's command line).
+    Creates ``folder`` if needed. Yields the lock file's path.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = (folder / LOCK_FILE).resolve()
+    if path in _held:  # re-entered by the process that holds it
+        fd, depth = _held[path]
+        _held[path] = (fd, depth + 1)
+        try:
+            yield path
+        finally:
+            fd, depth = _held[path]
+            _held[path] = (fd, depth - 1)
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WorkDirBusy(f"{folder} is in use by {holder_text(read_holder(path))}: wait for it to finish, "
+                          "or stop that process (its lock goes with it), or choose another work_dir") from None
+    previous = read_holder(path)
+    if previous:
+        log.info("%s: taking over the lock left by %s, which no longer holds it", folder, holder_text(previous))
+    info = {"pid": os.getpid(), "host": socket.gethostname(),
+            "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": command or " ".join(["rpnet", *sys.argv[1:]])}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+    _held[path] = (fd, 1)
+    try:
+        yield path
+    finally:
+        if _held[path][1] == 1:
+            del _held[path]
+            os.ftruncate(fd, 0)  # an empty lock file: nobody holds it (a killed holder leaves its JSON)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def mark(folder: str | Path) -> Path:
+    """Create ``folder`` (and parents) and mark it as rpnet's; returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARK_FILE).touch()
+    return folder
+
+
+def is_ours(folder: str | Path) -> bool:
+    """Whether rpnet made ``folder``: its mark, or one of the runner's records, is in it."""
+    folder = Path(folder)
+    return any((folder / name).is_file() for name in (MARK_FILE, *RUNNER_RECORDS))
+
+
+def foreign_files(folder: Path, limit: int = 5) -> list[str]:
+    """Up to ``limit`` names of what ``folder`` holds, for an error message."""
+    return sorted(p.name for p in folder.iterdir())[:limit]
+
+
+def remove_ours(folder: str | Path) -> None:
+    """Delete a folder rpnet made; :class:`NotOurs` (nothing deleted) when it is not marked as rpnet's."""
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not is_ours(folder):
+        raise NotOurs(f"{folder} holds files rpnet did not write ({', '.join(foreign_files(folder))}): rpnet "
+                      "would have to delete them to rerun this stage; move them away or choose another work_dir")
+    shutil.rmtree(folder)
+
+
+def claim_work_dir(work: str | Path) -> Path:
+    """Make ``work`` rpnet's before the first write: create and mark it when it is new or empty,
+    adopt a work dir an rpnet older than the marks wrote (its config.yaml is rpnet's own dump, or a
+    stage folder holds the runner's records), and refuse (:class:`NotOurs`) one that holds anything
+    else. Returns the folder."""
+    work = Path(work)
+    if work.is_dir() and not (work / MARK_FILE).is_file():
+        entries = [p for p in work.iterdir() if p.name != LOCK_FILE]
+        if entries and not (written_by_rpnet(work / RUN_CONFIG) or any(is_ours(p) for p in entries if p.is_dir())):
+            raise NotOurs(f"work_dir {work} already holds files rpnet did not write "
+                          f"({', '.join(sorted(p.name for p in entries)[:5])}); rpnet writes its stage folders, "
+                          "config.yaml and metrics.json there and deletes stale stage folders: choose a new or "
+                          "empty work_dir")
+    elif work.exists() and not work.is_dir():
+        raise NotOurs(f"work_dir {work} is a file, not a folder")
+    return mark(work)
+
+
+def written_by_rpnet(config: Path) -> bool:
+    """Whether ``config`` is a resolved config as rpnet writes it (byte for byte its own dump)."""
+    from .config import dump_config, load_config
+    from .errors import ConfigError
+
+    if not config.is_file():
+        return False
+    try:
+        text = config.read_text()
+        return dump_config(load_config(config)) == text
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return False
+
+
+@contextlib.contextmanager
+def writing(work: str | Path, *, main: bool = True, command: str | None = None) -> Iterator[Path]:
+    """Claim and lock the work dir for a ``with`` block that writes into it (:func:`claim_work_dir`,
+    :func:`work_dir_lock`). ``main``: whether this process does (under torchrun, rank 0; the other
+    ranks write only where rank 0 has made the folders). Yields the work dir."""
+    work = Path(work)
+    if not main:
+        yield work
+        return
+    claim_work_dir(work)
+    with work_dir_lock(work, command):
+        yield work
