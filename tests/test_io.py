@@ -3,6 +3,7 @@ import pytest
 from PIL import Image
 
 from rpnet import io
+from rpnet.errors import DataError
 
 
 def test_npz_round_trip_without_pickle(tmp_path):
@@ -60,3 +61,18 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (p.stat().st_mode & 0o777) == (0o666 & ~io._UMASK)
+
+
+def test_truncated_files_are_unreadable_and_readers_name_them(tmp_path):
+    npz = io.save_npz(tmp_path / "a.npz", x=np.arange(1000))
+    png = io.save_mask(tmp_path / "a.png", np.arange(64 * 64).reshape(64, 64) % 7)
+    assert io.readable(npz) and io.readable(png) and not io.readable(tmp_path / "absent.npz")
+    for path in (npz, png):
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) - 20])  # the end cut off: the zip directory, the PNG's last chunks
+        assert not io.readable(path)
+    with pytest.raises(DataError, match="a.npz is unreadable"):
+        io.load_npz(npz)
+    png.write_bytes(png.read_bytes()[:100])
+    with pytest.raises(DataError, match="a.png is unreadable"):
+        io.load_mask(png)

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+from .errors import DataError
+
+log = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255  # the "don't care" label in masks (VOC's object borders, crop padding)
 DEFAULT_FILE_MODE = 0o666  # what open() would create, before the umask
@@ -86,9 +92,43 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
     return Path(path)
 
 
+# What numpy, zipfile and PIL raise on a truncated, torn or foreign file.
+UNREADABLE = (OSError, EOFError, ValueError, zipfile.BadZipFile, UnidentifiedImageError, SyntaxError)
+
+
+def unreadable(path: Path, exc: BaseException) -> DataError:
+    """The error a reader raises for a file it cannot read: the file, why, and what to do."""
+    return DataError(f"{path} is unreadable ({type(exc).__name__}: {exc}); delete it, or rerun the stage that "
+                     "wrote it: a rerun redoes only missing and unreadable files")
+
+
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """The arrays of an .npz (pickle off); a :class:`DataError` naming the file when it cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except UNREADABLE as exc:
+        raise unreadable(Path(path), exc) from None
+
+
+def readable(path: str | Path) -> bool:
+    """Whether a finished output can be read back (a per-image stage's test before skipping an image):
+    an .npz whose zip directory is intact, a PNG whose chunks pass their checksums. Cheap: nothing is
+    decompressed. An existing file that fails is logged, and the stage writes it again."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        if path.suffix == ".npz":
+            with zipfile.ZipFile(path) as archive:
+                archive.infolist()
+        else:
+            with Image.open(path) as img:
+                img.verify()
+    except UNREADABLE as exc:
+        log.warning("%s is unreadable (%s): writing it again", path, exc)
+        return False
+    return True
 
 
 def voc_palette() -> list[int]:
@@ -122,11 +162,15 @@ def save_mask(path: str | Path, mask: np.ndarray) -> Path:
 
 
 def load_mask(path: str | Path) -> np.ndarray:
-    """A label PNG as (H, W) uint8 indices (palette indices, not colours)."""
-    with Image.open(path) as img:
-        if img.mode not in ("P", "L", "I", "I;16"):
-            raise ValueError(f"{path}: a mask must be a palette or grey PNG, got mode {img.mode}")
-        return np.array(img).astype(np.uint8)
+    """A label PNG as (H, W) uint8 indices (palette indices, not colours); a :class:`DataError`
+    naming the file when it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("P", "L", "I", "I;16"):
+                raise DataError(f"{path}: a mask must be a palette or grey PNG, got mode {img.mode}")
+            return np.array(img).astype(np.uint8)
+    except UNREADABLE as exc:
+        raise unreadable(Path(path), exc) from None
 
 
 def save_image(path: str | Path, image: np.ndarray, quality: int = 95) -> Path:

@@ -134,6 +134,18 @@ def test_class_list_duplicate_names_the_file(tmp_path):
         read_class_list(path)
 
 
+@pytest.mark.parametrize("lines, message", [
+    ("bird\ncat\n", r"first class must be the background .* got 'bird' on line 1; add a first line 'background'"),
+    ("# mine\nbird\nbackground\ncat\n", r"got 'bird' on line 2; 'background' is on line 3: move it to the top"),
+])
+def test_class_list_without_background_first_says_so(tmp_path, lines, message):
+    (tmp_path / "classes.txt").write_text(lines)
+    with pytest.raises(DataError, match=message):
+        read_class_list(tmp_path / "classes.txt")
+    (tmp_path / "labelme.txt").write_text("_background_\nbird\n")
+    assert read_class_list(tmp_path / "labelme.txt") == ["_background_", "bird"]
+
+
 def test_class_list_missing_or_too_short(tmp_path):
     with pytest.raises(DataError, match="nope.txt"):
         read_class_list(tmp_path / "nope.txt")

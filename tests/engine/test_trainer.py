@@ -5,6 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from rpnet.engine.trainer import CHECKPOINT_NAME, LOG_NAME, TRACE_DIR, WEIGHTS_NAME, LoopSettings, train
+from rpnet.errors import RpnetError
 from rpnet.io import read_jsonl
 
 EPOCHS, STEPS = 3, 4
@@ -59,6 +60,44 @@ def test_interrupt_then_resume_matches_uninterrupted(tmp_path):
         torch.testing.assert_close(resumed[k], full[k], rtol=0, atol=1e-6)
     steps = [r["step"] for r in read_jsonl(tmp_path / "cut" / LOG_NAME)]
     assert steps == list(range(1, EPOCHS * STEPS + 1))  # no step logged twice or skipped
+
+
+class Killed(RuntimeError):
+    """A crash that saves nothing (kill -9 saves nothing either)."""
+
+
+def test_a_crashed_run_s_steps_after_its_checkpoint_leave_the_log_on_resume(tmp_path):
+    model, opt = setup()
+    calls = {"n": 0}
+
+    def dying(b):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise Killed
+        return step_fn(model)(b)
+
+    settings = LoopSettings(epochs=EPOCHS, steps_per_epoch=STEPS, log_every=1, show_progress=False, trace=True)
+    with pytest.raises(Killed):
+        train(model, opt, data, dying, settings, tmp_path, device=torch.device("cpu"))
+    # steps 1-6 logged; the checkpoint is epoch 0's (step 4): steps 5 and 6 will be run again
+    assert [r["step"] for r in read_jsonl(tmp_path / LOG_NAME)] == [1, 2, 3, 4, 5, 6]
+    model, opt = setup()
+    train(model, opt, data, step_fn(model), settings, tmp_path, device=torch.device("cpu"), resume=True)
+    for log in (tmp_path / LOG_NAME, tmp_path / TRACE_DIR / "rank0.jsonl"):
+        assert [r["step"] for r in read_jsonl(log)] == list(range(1, EPOCHS * STEPS + 1))  # 5, 6 once each
+
+
+def test_a_fresh_run_in_a_used_folder_starts_an_empty_log(tmp_path):
+    run(tmp_path)
+    run(tmp_path)  # not resumed: from step 0 again
+    assert [r["step"] for r in read_jsonl(tmp_path / LOG_NAME)] == list(range(1, EPOCHS * STEPS + 1))
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated"])
+def test_an_unreadable_checkpoint_is_named_with_what_to_do(tmp_path, content):
+    (tmp_path / CHECKPOINT_NAME).write_bytes(content)
+    with pytest.raises(RpnetError, match=f"{CHECKPOINT_NAME} is not a readable checkpoint.*delete it"):
+        run(tmp_path, resume=True)
 
 
 def test_a_step_limit_mid_epoch_is_checkpointed_at_its_place(tmp_path):

@@ -1,10 +1,12 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
+from rpnet.errors import DataError
 from rpnet.io import load_npz, save_npz
-from rpnet.stages import make_cam, train_cam
+from rpnet.stages import eval_cam, make_cam, train_cam
 from rpnet.stages.make_cam import multiscale_cams
 
 
@@ -35,6 +37,21 @@ def test_rerun_skips_finished_images(tiny_cfg):
     assert load_npz(done)["high_res"].max() == 0  # the finished file was left alone
     assert len(list(out.glob("*.npz"))) == 8
     assert not list(out.glob(".*tmp*"))  # no temp files left behind
+
+
+def test_a_rerun_replaces_a_truncated_cam_and_readers_name_it(tiny_cfg, write_classifier):
+    cfg = tiny_cfg("model.prototypes=false")
+    write_classifier(cfg)
+    out = make_cam.run(cfg)
+    torn = out / "synth_000003.npz"
+    whole = torn.read_bytes()
+    torn.write_bytes(whole[: len(whole) // 2])  # a disk filled up, a copy cut short
+    with pytest.raises(DataError, match="synth_000003.npz is unreadable.*rerun the stage"):
+        eval_cam.run(cfg)
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npz") if p != torn}
+    make_cam.run(cfg)
+    assert torn.read_bytes() == whole  # written again, the same CAM
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.npz") if p != torn} == before  # the rest skipped
 
 
 class Linear:

@@ -118,12 +118,17 @@ def safe_join(root: str | Path, relative: str | Path) -> Path:
     return joined
 
 
+# Names a class list's first line may give the background (labelme writes "_background_").
+BACKGROUND_NAMES = ("background", "_background_", "__background__")
+
+
 def read_class_list(path: str | Path) -> list[str]:
-    """Class names from a text file: background first, one name per line.
+    """Class names from a text file: background first (:data:`BACKGROUND_NAMES`), one name per line.
 
     Blank lines and ``#`` comments (whole-line or trailing) are ignored. A name
     that appears twice, or a list with fewer than two names (background plus at
-    least one class), raises :class:`DataError` naming the file.
+    least one class), or one whose first name is not the background, raises :class:`DataError`
+    naming the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -146,6 +151,12 @@ def read_class_list(path: str | Path) -> list[str]:
         names.append(name)
     if len(names) < 2:
         raise DataError(f"{path}: a class list needs background first and at least one class, got {names}")
+    backgrounds = [n for n in names if n.lower() in BACKGROUND_NAMES]
+    if names[0].lower() not in BACKGROUND_NAMES:
+        where = (f"{backgrounds[0]!r} is on line {first_line[backgrounds[0]]}: move it to the top" if backgrounds
+                 else "add a first line 'background'")
+        raise DataError(f"{path}: the first class must be the background (label 0 of every mask), got "
+                        f"{names[0]!r} on line {first_line[names[0]]}; {where}")
     return names
 
 

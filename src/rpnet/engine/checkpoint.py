@@ -8,6 +8,7 @@ atomically: a run killed while saving keeps the previous checkpoint.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,7 +49,12 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     """Restore model (and optimizer, RNG) from ``path``; returns the saved progress."""
     if not path.is_file():
         raise RpnetError(f"no checkpoint to resume from at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, OSError, ValueError, pickle.UnpicklingError) as exc:
+        reason = f"{type(exc).__name__}: {next(iter(str(exc).splitlines()), '')}"
+        raise RpnetError(f"{path} is not a readable checkpoint ({reason}): "
+                         "delete it to train this stage from its start, or run without --resume") from None
     unwrap(model).load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -68,11 +74,16 @@ def save_model_weights(path: Path, model: nn.Module) -> Path:
 
 def load_model_weights(path: Path, model: nn.Module) -> nn.Module:
     """Load weights written by :func:`save_model_weights` (strict: every key must match)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if not Path(path).is_file():
         raise RpnetError(f"weights not found: {path}")
-    state = load_file(str(path))
+    try:
+        state = load_file(str(path))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise RpnetError(f"{path} is not a readable weights file ({type(exc).__name__}: {exc}): rerun the stage "
+                         "that wrote it") from None
     missing, unexpected = unwrap(model).load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RpnetError(f"{path} does not fit the model: missing {missing[:8]}, unexpected {unexpected[:8]}")

@@ -15,6 +15,7 @@ weights are on disk for every rank to read.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from contextlib import nullcontext
@@ -26,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import RpnetError
-from ..io import append_jsonl
+from ..io import append_jsonl, atomic_write_text, read_jsonl
 from .distributed import all_reduce_sum, barrier, mean_across_ranks, rank_seed, weights_digest, world
 from .progress import progress_bar
 from .checkpoint import Progress, load_checkpoint, save_checkpoint, save_model_weights
@@ -105,6 +106,12 @@ def train(
         log.info("resuming from %s at epoch %d, batch %d (step %d)", ckpt, progress.epoch, progress.batch, progress.step)
     elif resume:
         log.info("no checkpoint at %s: starting from scratch", ckpt)
+    # The log holds the steps of this run's weights only: a resumed run drops what a killed run logged
+    # after its checkpoint (it logs those steps again), a fresh one starts an empty log.
+    if is_main:
+        cut_log(out_dir / LOG_NAME, progress.step)
+    if settings.trace:
+        cut_log(out_dir / TRACE_DIR / f"rank{current.rank}.jsonl", progress.step)
     lrs = ", ".join(f"{lr:g}" for lr in base_lrs)
     if settings.global_batch is not None:
         log.info("%d rank(s) x %d images = effective batch %d per step; base lr %s as configured "
@@ -180,6 +187,14 @@ def train(
         save_model_weights(weights, model)
     barrier()  # the weights exist before any rank goes on to read them
     return weights
+
+
+def cut_log(path: Path, step: int) -> None:
+    """Keep the records of a JSONL training log up to ``step`` (all of them up to and including it)."""
+    records = read_jsonl(path)
+    kept = [r for r in records if r.get("step", 0) <= step]
+    if len(kept) < len(records):
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def _checkpoint_on_every_rank(ckpt: Path) -> bool:

@@ -31,7 +31,7 @@ from ..data.dataset import TaggedImages
 from ..engine.progress import progress_bar
 from ..errors import RpnetError
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
-from ..io import load_mask, read_json, save_mask, update_metrics, write_json
+from ..io import load_mask, read_json, readable, save_mask, update_metrics, write_json
 from ..metrics import ConfusionMatrix, format_iou_table, per_class_iou
 from ..ops.crf import crf_refine_probs
 from ..predict import Predictor
@@ -111,7 +111,7 @@ def evaluate(probabilities: ProbabilityFn, dataset: TaggedImages, work_dir: Path
         sample = dataset[i]
         image, gt = sample["image"], sample.get("mask")
         paths = [masks / f"{record.id}.png"] + ([crf_masks / f"{record.id}.png"] if crf else [])
-        if reuse and all(p.is_file() for p in paths):
+        if reuse and all(readable(p) for p in paths):
             pred, pred_crf = load_mask(paths[0]), (load_mask(paths[1]) if crf else None)
         else:
             pred, pred_crf = predict_labels(probabilities, image, crf)

@@ -37,7 +37,7 @@ from ..engine.checkpoint import load_model_weights
 from ..engine.distributed import barrier, shard, world
 from ..engine.progress import progress_bar
 from ..errors import RpnetError
-from ..io import save_npz
+from ..io import readable, save_npz
 from ..models.rpnet import RPNetClassifier
 from ..ops.cam import max_normalize
 from ..engine.trainer import autocast_context
@@ -115,7 +115,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     # still get the same images, or some would be done twice and others never.
     current = world()
     mine = shard(range(len(dataset)), current)
-    todo = [i for i in mine if not (out / f"{dataset.records[i].id}.npz").exists()]
+    todo = [i for i in mine if not readable(out / f"{dataset.records[i].id}.npz")]
     log.info("make-cam: %d of %d images to do on this rank (rank %d of %d; %d done before)",
              len(todo), len(mine), current.rank, current.size, len(mine) - len(todo))
     loader = DataLoader(Subset(dataset, todo), batch_size=None, num_workers=cfg.data.num_workers,

@@ -36,7 +36,7 @@ from ..data.dataset import TaggedImages, Transform
 from ..data.images import read_image
 from ..engine.progress import progress_bar
 from ..errors import ConfigError, RpnetError
-from ..io import load_npz, save_mask
+from ..io import load_npz, readable, save_mask
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
 from ..ops.calibration import BINS, otsu_thresholds3, score_histogram
 from ..ops.crf import confident_labels
@@ -125,7 +125,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     cams = cam_dir(cfg.work_dir)
     current = world()
     # Each rank takes its shard before looking for finished files, so ranks never split differently.
-    todo = [r for r in shard(dataset.records, current) if not (out / f"{r.id}.png").exists()]
+    todo = [r for r in shard(dataset.records, current) if not readable(out / f"{r.id}.png")]
     for record in todo:
         if not (cams / f"{record.id}.npz").exists():
             raise RpnetError(f"no CAM for image {record.id} at {cams / f'{record.id}.npz'}: run make-cam first")

@@ -35,7 +35,7 @@ from ..engine.distributed import all_reduce_sum, barrier, shard, world
 from ..engine.progress import progress_bar
 from ..engine.trainer import WEIGHTS_NAME
 from ..errors import RpnetError
-from ..io import load_npz, save_image, save_mask, save_npz
+from ..io import load_npz, readable, save_image, save_mask, save_npz
 from ..models.irn import IRN_STRIDE
 from ..ops.calibration import BINS, otsu_thresholds3, score_histogram
 from ..ops.random_walk import scores_to_labels, walk_cams, walk_scores
@@ -94,7 +94,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     current = world()
     mine = shard(range(len(dataset)), current)
     ids = [dataset.records[i].id for i in mine]
-    walk_images(cfg, dataset, [i for i in mine if not (walks / f"{dataset.records[i].id}.npz").exists()])
+    walk_images(cfg, dataset, [i for i in mine if not readable(walks / f"{dataset.records[i].id}.npz")])
     barrier()  # the calibration needs every rank's walks
 
     histogram = np.zeros(BINS, dtype=np.int64)
@@ -115,7 +115,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     bar = progress_bar(len(ids), "make-pseudo: masks", "img", enabled=current.is_main)
     for image_id in ids:
         path = out / f"{image_id}.png"
-        if not path.exists():
+        if not readable(path):
             keys, scores = load_scores(walks / f"{image_id}.npz")
             save_mask(path, scores_to_labels(scores, keys, bg_threshold).numpy())
         bar.update(1)
