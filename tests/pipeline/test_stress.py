@@ -1,0 +1,93 @@
+"""`rpnet run` as separate processes, as users start them: two at once on one work dir (one runs, the
+other is refused), and one killed with SIGKILL inside every stage in turn and started again until it
+finishes, which must end with the outputs of a run never interrupted, byte for byte."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rpnet import cli
+from rpnet.config import save_config
+from rpnet.pipeline.graph import stage_folder
+from test_demo import TINY
+from test_ground_truth_free import outputs
+
+# Long enough per stage that a kill lands inside it: two epochs of each training stage.
+SETTINGS = [o for o in TINY if "max_steps" not in o and not o.startswith("device")] + [
+    "device=cpu", "data.num_workers=0", "train_cam.epochs=2", "train_irn.epochs=2", "train_seg.epochs=2"]
+
+
+def rpnet_run(config: Path) -> subprocess.Popen:
+    """``rpnet run CONFIG`` in a process group of its own (so that a kill takes all of it)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "rpnet", "run", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
+
+
+def write_config(tiny_cfg, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    save_config(tiny_cfg(*SETTINGS, f"work_dir={tmp_path / name}"), path)
+    return path
+
+
+def in_progress(work: Path) -> str | None:
+    """The stage whose folder has a start record and no finish record: the one running."""
+    for name in cli.STAGES:
+        folder = work / stage_folder(name)
+        if (folder / "started.json").is_file() and not (folder / "done.json").is_file():
+            return name
+    return None
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_one_runs_the_other_is_refused(tiny_cfg, tmp_path):
+    config = write_config(tiny_cfg, tmp_path, "work")
+    first, second = rpnet_run(config), rpnet_run(config)
+    results = [(p.wait(timeout=600), *p.communicate()) for p in (first, second)]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 1], results
+    refused = next(err for code, _, err in results if code == 1)
+    winner = first if results[0][0] == 0 else second
+    assert f"is in use by pid {winner.pid} on host" in refused and "rpnet run" in refused
+    assert "Traceback" not in refused
+    for name in cli.STAGES:  # the run that went ahead is complete and untouched by the other
+        assert (tmp_path / "work" / stage_folder(name) / "done.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_every_stage_resumes_to_the_bytes_of_an_uninterrupted_run(tiny_cfg, tmp_path):
+    reference = write_config(tiny_cfg, tmp_path, "reference")
+    done = rpnet_run(reference)
+    assert done.wait(timeout=600) == 0, done.communicate()
+
+    config = write_config(tiny_cfg, tmp_path, "killed")
+    work = tmp_path / "killed"
+    rng = random.Random(0)
+    killed_in = []
+    for target in cli.STAGES:  # one kill per stage, at a random moment after it has started
+        run = rpnet_run(config)
+        while run.poll() is None and not (work / stage_folder(target) / "started.json").is_file():
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
+        if run.poll() is not None:  # finished (or failed) before the kill
+            assert run.returncode == 0, run.communicate()
+            break
+        stage = in_progress(work)
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+        killed_in.append(stage)
+    final = rpnet_run(config)
+    assert final.wait(timeout=600) == 0, final.communicate()
+
+    assert len(killed_in) >= 5, killed_in
+    assert {"train-cam", "train-irn", "train-seg"} <= set(killed_in), killed_in
+    assert outputs(work) == outputs(tmp_path / "reference")
+    metrics = [json.loads((w / "metrics.json").read_text()) for w in (work, tmp_path / "reference")]
+    assert metrics[0] == metrics[1]
