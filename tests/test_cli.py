@@ -56,3 +56,20 @@ def test_out_of_range_flags_are_refused_before_any_work(argv, message, tmp_path,
         main(argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_stage_commands_record_their_runs_as_rpnet_run_does(tiny_cfg, tmp_path, capsys):
+    from rpnet.config import save_config
+    from rpnet.pipeline.runner import run_pipeline
+    from rpnet.pipeline.state import stage_statuses
+
+    cfg = tiny_cfg("train_cam.max_steps=1", "model.prototypes=false")
+    save_config(cfg, tmp_path / "c.yaml")
+    for stage in ("train-cam", "make-cam"):
+        assert main([stage, str(tmp_path / "c.yaml")]) == 0
+    assert f"rpnet make-cam: done; `rpnet status {cfg.work_dir}`" in capsys.readouterr().out
+    states = {name: s.state for name, s in stage_statuses(cfg).items()}
+    assert states["train-cam"] == states["make-cam"] == "done" and states["eval-cam"] == "missing"
+    assert [r.action for r in run_pipeline(cfg, until="make-cam")] == ["skipped", "skipped"]
+    assert main(["train-cam", str(tmp_path / "c.yaml")]) == 0  # rerun by hand: a new run id ...
+    assert stage_statuses(cfg)["make-cam"].state == "stale"  # ... so the stage below it is out of date

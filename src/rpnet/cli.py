@@ -9,7 +9,6 @@ are looked up in :data:`STAGES`, a plain dict from the stage name to the module 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from pathlib import Path
@@ -181,13 +180,18 @@ def _run_synth(args: argparse.Namespace) -> None:
 def _run_stage(args: argparse.Namespace) -> None:
     from .config import load_config
     from .engine.distributed import session, world
+    from .pipeline.runner import run_stage
+    from .pipeline.state import stage_statuses
     from .workdir import writing
 
     cfg = load_config(args.config, args.overrides)
-    module = importlib.import_module(STAGES[args.stage])
     # Under torchrun (WORLD_SIZE set) every rank joins the process group here; otherwise a no-op.
-    with session(cfg.engine.backend, cfg.device), writing(cfg.work_dir, main=world().is_main):
-        module.main(cfg, resume=args.resume)
+    with session(cfg.engine.backend, cfg.device), writing(cfg.work_dir, main=world().is_main) as work:
+        # The stage between the runner's records, as `rpnet run` runs it: `rpnet status` and the
+        # report then see it done (or partial, if it stops), and `rpnet run` skips or continues it.
+        status = stage_statuses(cfg)[args.stage]
+        run_stage(cfg, args.stage, status, resume=args.resume, main=world().is_main)
+    print(f"rpnet {args.stage}: done; `rpnet status {work}` shows where the work dir stands")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,3 +68,21 @@ def test_sweep_values():
 def test_missing_cam_is_a_clear_error(tiny_cfg):
     with pytest.raises(RpnetError, match="run make-cam first"):
         eval_cam.run(tiny_cfg())
+
+
+def test_only_the_images_with_masks_are_scored_and_every_image_is_calibrated(tiny_voc, tiny_cfg, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "voc"
+    shutil.copytree(tiny_voc, root)
+    cfg = tiny_cfg(f"data.root={root}", "eval_cam.threshold=0.5")  # two CAM values: nothing to calibrate
+    write_cams_from_masks(cfg, 1.0)
+    cams = sorted(cam_dir(cfg.work_dir).glob("*.npz"))
+    for cam in cams[:5]:  # 3 of the 8 images keep their masks
+        (root / "SegmentationClass" / f"{cam.stem}.png").unlink()
+    metrics = eval_cam.run(cfg)
+    assert "CAM on train (3 images)" in capsys.readouterr().out
+    assert metrics["cam_miou_best"] == 100.0
+    # the calibration saw every CAM value of all 8 images: K classes x 64 x 64 per image
+    pixels = sum(np.load(c)["high_res"].size for c in cams)
+    assert sum(read_json(cfg.work_dir / "eval_cam" / "calibration.json")["evidence"]["cam_value_histogram"]) == pixels

@@ -143,6 +143,7 @@ def run_stage(cfg: Config, name: str, status: StageStatus, *, resume: bool, main
     started_path = status.folder / STARTED_RECORD
     if main:
         mark(status.folder)
+        (status.folder / DONE_RECORD).unlink(missing_ok=True)  # a stage command rerunning a finished stage
         started = read_json(started_path) if resume and started_path.exists() else {}
         write_json(started_path, {**inputs, "started": started.get("started", now())})
     before = read_metrics(Path(cfg.work_dir))

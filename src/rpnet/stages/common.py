@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ..config import Config, save_config
@@ -9,6 +10,8 @@ from ..data.build import build_dataset
 from ..data.dataset import TaggedImages
 from ..errors import ConfigError, DataError
 from ..workdir import mark
+
+log = logging.getLogger(__name__)
 
 
 def stage_dir(cfg: Config, name: str) -> Path:
@@ -19,10 +22,16 @@ def stage_dir(cfg: Config, name: str) -> Path:
 
 
 def scored_dataset(cfg: Config, split: str, what: str) -> TaggedImages:
-    """The images of ``split`` with their ground-truth masks, for scoring ``what``; an error without masks."""
+    """The images of ``split`` that have ground-truth masks, for scoring ``what``; an error when none has."""
     dataset = build_dataset(cfg.data, split, masks=True)
     if not dataset.has_masks:
         raise DataError(f"split {split!r} of {cfg.data.root} has no masks to score {what} against")
+    if dataset.mask_loader is None:  # mask files: score the images that have one (a loader may paint any image)
+        with_masks = [i for i, r in enumerate(dataset.records) if r.mask is not None]
+        if len(with_masks) < len(dataset):
+            log.info("scoring %s on the %d of %d images of split %r that have masks", what, len(with_masks),
+                     len(dataset), split)
+            dataset = dataset.subset(with_masks)
     return dataset
 
 

@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from .common import scored_dataset, stage_dir
+from ..data.build import build_dataset
 from ..calibration import calibrated_value, resolve, write_calibration
 from ..config import AUTO, Config
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
@@ -87,7 +88,8 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
     dataset = scored_dataset(cfg, split, "CAMs")
     cams_root = cam_dir(cfg.work_dir)
     current = world()
-    threshold = calibrate(cfg, split, [r.id for r in shard(dataset.records, current)])
+    # Calibrated on every image of the split, as make-ir-label does, not only on those with masks.
+    threshold = calibrate(cfg, split, shard(build_dataset(cfg.data, split).ids, current))
     thresholds = sweep_thresholds(*cfg.eval_cam.sweep)
     num_labels = dataset.num_classes + 1
     chosen = ConfusionMatrix(num_labels)
