@@ -5,6 +5,7 @@ an eval stage opens a mask file."""
 
 import inspect
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -74,3 +75,31 @@ def test_the_pipeline_without_masks_writes_the_same_bytes_and_only_eval_stages_r
     assert {r.name: r.action for r in second} == {n: "no masks" if n in EVAL_SPLITS else "ran" for n in cli.STAGES}
     assert readers == []
     assert outputs(tmp_path / "b") == outputs(tmp_path / "a")
+
+
+def test_a_folder_of_tagged_photos_without_masks_runs_end_to_end(tiny_cfg, tmp_path, capsys):
+    """A practitioner's data: the folder layout, no masks at all, two images without tags (negatives)."""
+    from rpnet.config import load_config, save_config
+    from rpnet.data.synthetic import generate
+    from rpnet.pipeline.status import format_status
+    from rpnet.stages.train_seg import training_dataset
+
+    root = generate(tmp_path / "photos", n_train=8, n_val=2, size=64, seed=0, fmt="folder")
+    shutil.rmtree(root / "masks")
+    for name in ("neg_a.png", "neg_b.png"):  # in the train split, not in tags.csv
+        shutil.copy(root / "images" / "synth_000000.png", root / "images" / name)
+        (root / "train.txt").write_text((root / "train.txt").read_text() + name + "\n")
+    config = tmp_path / "photos.yaml"
+    save_config(tiny_cfg(*TINY, "data.format=folder", f"data.root={root}", f"work_dir={tmp_path / 'work'}"), config)
+    assert cli.main(["run", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "eval-cam skipped" in out and "eval-seg skipped" in out
+    rows = dict(re.split(r"\s{2,}", line)[:2] for line in format_status(tmp_path / "work").splitlines()[1:])
+    assert rows == {name: "no masks" if name in EVAL_SPLITS else "done" for name in cli.STAGES}
+    cfg = load_config(tmp_path / "work" / "config.yaml")
+    negatives = [i for i, r in enumerate(training_dataset(cfg).records) if r.id.startswith("neg_")]
+    assert len(negatives) == 2  # segmentation trains on the untagged images ...
+    for i in negatives:  # ... as background everywhere
+        assert not training_dataset(cfg).records[i].tags
+        assert (PIL.Image.open(tmp_path / "work" / "make_pseudo" / "masks" / f"{training_dataset(cfg).records[i].id}.png")
+                .getextrema() == (0, 0))

@@ -285,6 +285,9 @@ class TrainSegConfig:
     the head, momentum 0.9, weight decay 5e-4, batch 10, crop 321, about 20k steps (20 epochs of train_aug)."""
 
     labels: Literal["pseudo", "gt"] = "pseudo"  # gt: the ground-truth masks, the upper bound of the method
+    # Images of the split without tags: "background" trains on them as all-background examples (their
+    # pseudo masks are background: no tag, no CAM); "drop" leaves them out, as the classifier does.
+    untagged: Literal["background", "drop"] = "background"
     architecture: Literal["deeplab_largefov", "deeplabv3plus"] = "deeplab_largefov"
     backbone: str | None = None  # None: model.backbone
     output_stride: Literal[8, 16] = 8

@@ -13,6 +13,8 @@ import logging
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from .coco import load_coco
@@ -57,6 +59,7 @@ def build_dataset(
     for_training: bool = False,
     seed: int = 0,
     masks: bool = False,
+    untagged: bool = False,
 ) -> TaggedImages:
     """The images of ``split`` in the layout ``data.format`` names, under ``data.root``.
 
@@ -65,7 +68,9 @@ def build_dataset(
     dropped (one warning lists them) and ``data.fraction < 1`` keeps a seeded,
     class-stratified subset. Ground truth is for scoring only: the samples carry ``"mask"`` only
     with ``masks=True`` (the eval stages, and train-seg's ground-truth upper bound), so no other
-    stage can open a mask file. Raises :class:`ConfigError` for an unknown format and
+    stage can open a mask file. ``untagged`` (with ``for_training``): keep the images without tags
+    too, after the tagged ones (the same fraction of them, seeded): segmentation training takes
+    them as all-background examples. Raises :class:`ConfigError` for an unknown format and
     :class:`DataError` when ``data.root`` is unset or missing or the split is empty.
     """
     if data.format not in LOADERS:
@@ -82,7 +87,10 @@ def build_dataset(
         records, mask_loader = [dataclasses.replace(r, mask=None) for r in records], None
     dataset = TaggedImages(records, class_names, transform=transform, mask_loader=mask_loader, seed=seed)
     if for_training:
-        dataset = drop_untagged(dataset)
+        blank = [i for i, r in enumerate(dataset.records) if not r.tags]
+        negatives = dataset.subset(blank) if untagged else None
+        dataset = drop_untagged(dataset) if not untagged else dataset.subset(
+            [i for i, r in enumerate(dataset.records) if r.tags])
         if data.fraction < 1.0:
             keep = stratified_fraction(dataset.tag_matrix(), data.fraction, seed)
             logger.info(
@@ -90,6 +98,12 @@ def build_dataset(
                 data.fraction, len(keep), len(dataset), split,
             )
             dataset = dataset.subset(keep)
+        if negatives is not None and len(negatives):
+            count = len(negatives) if data.fraction == 1.0 else round(data.fraction * len(negatives))
+            picked = np.sort(np.random.default_rng(seed).permutation(len(negatives))[:count])
+            logger.info("%d images without tags are kept as background examples", count)
+            dataset = TaggedImages([*dataset.records, *negatives.subset(picked).records], class_names,
+                                   transform=transform, mask_loader=mask_loader, seed=seed)
     if len(dataset) == 0:
         raise DataError(f"split {split!r} of {root} ({data.format}) has no usable images")
     return dataset

@@ -8,8 +8,9 @@ from typing import Any
 
 from ..calibration import CALIBRATION_FILE, calibration_summary
 from ..config import Config, load_config
-from ..errors import DataError
-from .runner import RUN_CONFIG
+from ..errors import DataError, RpnetError
+from .graph import EVAL_SPLITS
+from .runner import RUN_CONFIG, split_has_masks
 from .state import StageStatus, stage_statuses
 
 COLUMNS = ("stage", "state", "finished", "seconds", "figures")
@@ -29,20 +30,29 @@ def figures(metrics: dict[str, Any]) -> str:
                      if isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
-def status_rows(statuses: dict[str, StageStatus]) -> list[tuple[str, ...]]:
-    """One row of :data:`COLUMNS` per stage; a stale stage shows what its old outputs reported."""
+def status_rows(statuses: dict[str, StageStatus], unscored: frozenset[str] = frozenset()) -> list[tuple[str, ...]]:
+    """One row of :data:`COLUMNS` per stage; a stale stage shows what its old outputs reported.
+
+    ``unscored``: eval stages whose split has no masks: ``rpnet run`` skips them, and a missing one
+    shows as "no masks" rather than as work left to do."""
     rows = []
     for status in statuses.values():
         record = status.record or {}
         seconds = record.get("seconds")
         shown = [figures(record.get("metrics", {})), calibration_summary(status.folder / CALIBRATION_FILE)]
-        rows.append((status.name, status.state, str(record.get("finished", "")),
+        state = "no masks" if status.state == "missing" and status.name in unscored else status.state
+        rows.append((status.name, state, str(record.get("finished", "")),
                      "" if seconds is None else f"{seconds:.1f}", ", ".join(s for s in shown if s)))
     return rows
 
 
 def format_status(work_dir: str | Path) -> str:
     """The status table of ``work_dir`` as text, one line per stage."""
-    rows = [COLUMNS, *status_rows(stage_statuses(work_dir_config(work_dir)))]
+    cfg = work_dir_config(work_dir)
+    try:
+        unscored = frozenset(name for name, split in EVAL_SPLITS.items() if not split_has_masks(cfg, split(cfg)))
+    except RpnetError:  # the dataset has moved or gone: the states stand as they are
+        unscored = frozenset()
+    rows = [COLUMNS, *status_rows(stage_statuses(cfg), unscored)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
     return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in rows)

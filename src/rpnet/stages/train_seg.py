@@ -96,13 +96,15 @@ def build_seg_model(cfg: Config, num_classes: int, init: str) -> nn.Module:
 def training_dataset(cfg: Config) -> TaggedImages:
     """The training images with the masks ``train_seg.labels`` names, augmented for segmentation.
 
-    The images are the split's training images (untagged ones dropped, ``data.fraction`` applied),
-    as for the classifier, so that a reduced-data run trains every stage on the same images.
+    The images are the split's training images (``data.fraction`` applied), as for the classifier,
+    so that a reduced-data run trains every stage on the same images; with ``train_seg.untagged:
+    background`` (the default) also the images without tags, whose pseudo masks are all background.
     """
     ts = cfg.train_seg
     split = ts.split or cfg.data.train_split
     transform = seg_train_transform(ts.crop_size, ts.scale_range)
-    dataset = build_dataset(cfg.data, split, transform, for_training=True, seed=cfg.seed, masks=ts.labels == "gt")
+    dataset = build_dataset(cfg.data, split, transform, for_training=True, seed=cfg.seed, masks=ts.labels == "gt",
+                            untagged=ts.untagged == "background")
     if ts.labels == "gt":
         if not dataset.has_masks:
             raise DataError(f"split {split!r} of {cfg.data.root} has no ground-truth masks for train_seg.labels=gt")
