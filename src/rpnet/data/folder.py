@@ -169,7 +169,9 @@ def _read_tags_json(path: Path) -> list[tuple[str, list[str]]]:
 def _split_names(root: Path, split: str, resolve: _EntryResolver, files: dict[str, Path]) -> list[str]:
     split_file = safe_join(root, f"{split}.txt")
     if not split_file.is_file():
-        logger.info("no split file %s: split %r is every image in %s", split_file, split, root / "images")
+        logger.warning("no split file %s: split %r is every image in %s, including any you evaluate on; "
+                       "list the images of each split in <split>.txt to keep them apart", split_file, split,
+                       root / "images")
         return list(files)
     names: list[str] = []
     seen: set[str] = set()
