@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import math
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from matplotlib.figure import Figure  # a bare Figure renders with Agg and touch
 from . import __version__
 from .calibration import CALIBRATION_FILE, calibration_entries
 from .config import AUTO
+from .gallery import ROW_STYLE, gallery_images, legend_html, sample_rows, thumbnail_png, write_gallery
 from .io import atomic_write_text, read_json, read_jsonl
 
 DEFAULT_TITLE = "rpnet report"
@@ -53,7 +55,6 @@ PICTURE_DIRS = ("eval_pseudo", "eval_cam")  # the first one with pictures wins: 
 SEG_PICTURES = Path("eval_seg") / "pictures"  # eval-seg's panels: image, prediction (with CRF), ground truth
 PREDICTIONS = Path("eval_seg") / "masks"  # eval-seg's predicted masks, <image id>.png in the VOC palette
 GRID_COLUMNS = ("image", "CAM", "pseudo mask", "prediction", "ground truth")
-THUMBNAIL_PX = 160  # long side of each picture in the prediction grid
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 1em auto; padding: 0 1em; color: #222; }
@@ -66,7 +67,7 @@ img { max-width: 100%; height: auto; }
 figure { margin: 0; } figcaption { font-size: 0.85em; color: #555; text-align: center; }
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
 footer { margin-top: 2em; font-size: 0.9em; color: #555; }
-"""
+""" + ROW_STYLE
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,9 @@ def write_report(work_dirs: Mapping[str, str | Path], out: str | Path, title: st
     if not work_dirs:
         raise ValueError("write_report needs at least one work dir")
     runs = [load_run(name, Path(path)) for name, path in work_dirs.items()]
-    sections = (metrics_section(runs), calibration_section(runs), per_class_section(runs), threshold_section(runs),
-                training_section(runs), examples_section(runs), predictions_section(runs))
+    out = Path(out)
+    sections = (metrics_section(runs), calibration_section(runs), gallery_section(runs, out), per_class_section(runs),
+                threshold_section(runs), training_section(runs), examples_section(runs), predictions_section(runs))
     body = "\n".join(s for s in sections if s) or "<p>No stage has written results yet.</p>"
     return atomic_write_text(out, page(title, body + "\n" + footer(runs)))
 
@@ -322,15 +324,38 @@ def grid_panels(work_dir: Path, image_id: str, source: tuple[Path, Any] | None,
 
 
 def cell_html(panel: np.ndarray | None, alt: str) -> str:
-    if panel is None:
-        return MISSING
-    from PIL import Image
+    return MISSING if panel is None else img(thumbnail_png(panel), alt)
 
-    picture = Image.fromarray(np.asarray(panel, dtype=np.uint8))
-    picture.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-    buf = io.BytesIO()
-    picture.save(buf, format="PNG")
-    return img(buf.getvalue(), alt)
+
+def gallery_section(runs: list[Run], out: Path) -> str:
+    """Per run: the class colours, a few tagged training images with everything the stages made of them
+    (rpnet.gallery; no ground truth needed), and a link to the run's whole gallery."""
+    parts = []
+    for run in runs:
+        index = write_gallery(run.work_dir)
+        rows = sample_rows(run.work_dir)
+        if index is None or not rows:
+            continue
+        link = Path(os.path.relpath(index, out.parent)).as_posix()
+        figures = "\n".join(
+            f'<div class="row"><h4>{esc(image_id)}</h4>' + "".join(
+                f"<figure>{cell_html(p.pixels, f'{image_id} {p.caption}')}<figcaption>{esc(p.caption)}</figcaption>"
+                "</figure>" for p in panels) + "</div>" for image_id, panels in rows)
+        parts.append(f'<h3>{esc(run.name)}</h3>\n<p>Every tagged training image, paged, with a search box: '
+                     f'<a href="{esc(link)}">{esc(link)}</a></p>\n{legend_html(read_class_names(run.work_dir))}\n'
+                     f"{figures}")
+    return section("gallery", "Gallery", parts)
+
+
+def read_class_names(work_dir: Path) -> list[str]:
+    """The class names of a run's dataset (for the legend); [] when they cannot be read."""
+    from .config import load_config
+    from .errors import RpnetError
+
+    try:
+        return gallery_images(load_config(work_dir / "config.yaml", [f"work_dir={work_dir}"]))[1]
+    except (RpnetError, OSError, ValueError):
+        return []
 
 
 def html_grid(id_: str, rows: Mapping[str, Sequence[str]]) -> str:
