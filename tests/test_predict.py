@@ -138,7 +138,7 @@ def write_mixed_images(folder):
     return {"rgb": (24, 36), "photo": (20, 36), "grey": (24, 30), "alpha": (24, 36), "deep": (16, 16)}
 
 
-def test_cli_predict_on_a_folder_of_mixed_images(weights, tmp_path, capsys):
+def test_cli_predict_on_a_folder_of_mixed_images(weights, tmp_path, capsys, umask_022):
     sizes = write_mixed_images(tmp_path / "in")
     out = tmp_path / "out"
     assert main(["predict", "--weights", str(weights), str(tmp_path / "in"), "--out", str(out), "--device", "cpu"]) == 0
@@ -149,6 +149,8 @@ def test_cli_predict_on_a_folder_of_mixed_images(weights, tmp_path, capsys):
             assert img.mode == "P"
         with Image.open(out / "overlays" / f"{name}.jpg") as img:
             assert img.size == (size[1], size[0]) and img.mode == "RGB"
+        for output in (out / "masks" / f"{name}.png", out / "overlays" / f"{name}.jpg"):
+            assert output.stat().st_mode & 0o777 == 0o644, output
     assert "5 masks" in capsys.readouterr().out
 
 
@@ -159,3 +161,8 @@ def test_cli_predict_names_a_bad_input_in_one_line(weights, tmp_path, capsys):
         assert main(["predict", "--weights", str(weights), str(bad), "--out", str(tmp_path / "o")]) == 1
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rpnet: error")]
         assert len(errors) == 1 and bad.name in errors[0]
+
+
+def test_weights_file_gets_the_usual_permissions(tmp_path, umask_022):
+    path = save_segmentation_weights(tmp_path / "model.safetensors", SmallReach(), SPEC)
+    assert path.stat().st_mode & 0o777 == 0o644

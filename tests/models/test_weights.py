@@ -77,10 +77,12 @@ def test_read_weights_formats_keep_names_dtypes_and_values(tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temporary files left
 
 
-def test_save_weights_format_follows_suffix(tmp_path):
+def test_save_weights_format_follows_suffix(tmp_path, umask_022):
     state = {"w": torch.ones(2)}
     safetensors.torch.load_file(str(save_weights(state, tmp_path / "a.safetensors")))
     assert isinstance(torch.load(save_weights(state, tmp_path / "a.pth"), weights_only=True), dict)
+    for name in ("a.safetensors", "a.pth"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
     with pytest.raises(ConfigError, match=r"a\.npz"):
         save_weights(state, tmp_path / "a.npz")
 
