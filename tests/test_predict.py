@@ -166,3 +166,10 @@ def test_cli_predict_names_a_bad_input_in_one_line(weights, tmp_path, capsys):
 def test_weights_file_gets_the_usual_permissions(tmp_path, umask_022):
     path = save_segmentation_weights(tmp_path / "model.safetensors", SmallReach(), SPEC)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_weights_file_is_the_same_bytes_for_the_same_model_and_spec(tmp_path):
+    model = SmallReach()
+    first = save_segmentation_weights(tmp_path / "a.safetensors", model, SPEC).read_bytes()
+    assert all(save_segmentation_weights(tmp_path / f"b{i}.safetensors", model, SPEC).read_bytes() == first
+               for i in range(3))

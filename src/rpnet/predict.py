@@ -39,8 +39,9 @@ from torch import Tensor, nn
 from .data.images import read_class_list, read_image
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, UINT8_MAX
 from .errors import ConfigError, DataError
-from .io import IGNORE_INDEX, atomic_path, save_image, save_mask
+from .io import IGNORE_INDEX, save_image, save_mask
 from .models.deeplab import ALIGN_CORNERS, build_segmentation_model
+from .models.weights import save_safetensors
 from .runtime import resolve_device
 from .viz import colorize
 
@@ -112,14 +113,10 @@ def build_model(spec: SegmentationSpec) -> nn.Module:
 
 
 def save_segmentation_weights(path: str | Path, model: nn.Module, spec: SegmentationSpec) -> Path:
-    """``model``'s state dict with ``spec`` as metadata, as safetensors, written atomically."""
-    from safetensors.torch import save_file
-
+    """``model``'s state dict with ``spec`` as metadata, as safetensors, written atomically
+    (byte for byte the same file for the same weights and spec)."""
     module = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=spec.to_metadata())
-    return Path(path)
+    return save_safetensors(path, module.state_dict(), spec.to_metadata())
 
 
 def read_spec(path: str | Path) -> SegmentationSpec:
