@@ -154,6 +154,25 @@ def test_cli_predict_on_a_folder_of_mixed_images(weights, tmp_path, capsys, umas
     assert "5 masks" in capsys.readouterr().out
 
 
+def test_cli_predict_goes_past_a_bad_file_and_fails_at_the_end(weights, tmp_path, capsys, caplog):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "c.png"):
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(folder / name)
+    Image.fromarray(rng.random((20, 24), dtype=np.float32), mode="F").save(folder / "b_float.tif")  # sorted between
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", str(weights), str(folder), "--out", str(out), "--device", "cpu"]) == 1
+    for name in ("a", "c"):
+        assert load_mask(out / "masks" / f"{name}.png").shape == (20, 24)
+        assert (out / "overlays" / f"{name}.jpg").is_file()
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["a.png", "c.png"]
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rpnet: error")]
+    assert len(errors) == 1 and "b_float.tif" in errors[0] and "1 of 3" in errors[0]
+    reports = [r.getMessage() for r in caplog.records if "b_float.tif" in r.getMessage()]
+    assert len(reports) == 1 and "float" in reports[0]  # reported when met, with the reason
+
+
 def test_cli_predict_names_a_bad_input_in_one_line(weights, tmp_path, capsys):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
