@@ -1,5 +1,6 @@
-"""Shared fixtures: a tiny synthetic dataset written once per test session."""
+"""Shared fixtures: a tiny synthetic dataset written once per test session, the usual umask."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,14 @@ from rpnet.data.synthetic import generate
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synthetic.yaml"
 TINY = dict(n_train=8, n_val=4, size=64, seed=0)
+
+
+@pytest.fixture
+def umask_022():
+    """The process umask set to 022 for one test, as on most systems: new files should be 0644."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
 
 
 @pytest.fixture(scope="session")

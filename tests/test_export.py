@@ -30,8 +30,9 @@ def reference(weights):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
-def test_torchscript_matches_pytorch_and_carries_the_spec(weights, tmp_path):
+def test_torchscript_matches_pytorch_and_carries_the_spec(weights, tmp_path, umask_022):
     out = export_model(weights, "torchscript", tmp_path / "model.pt")
+    assert out.stat().st_mode & 0o777 == 0o644
     extra = {"rpnet.json": ""}
     scripted = torch.jit.load(str(out), _extra_files=extra)
     x, expected = reference(weights)
@@ -40,13 +41,14 @@ def test_torchscript_matches_pytorch_and_carries_the_spec(weights, tmp_path):
     assert json.loads(extra["rpnet.json"])["class_names"] == json.dumps(list(SPEC.class_names))
 
 
-def test_onnx_matches_pytorch_in_onnxruntime(weights, tmp_path):
+def test_onnx_matches_pytorch_in_onnxruntime(weights, tmp_path, umask_022):
     pytest.importorskip("onnx", reason="ONNX export needs the onnx package (pip install rpnet[export])")
     ort = pytest.importorskip("onnxruntime",
                               reason="checking the ONNX file needs onnxruntime (pip install rpnet[export])")
     import onnx
 
     out = export_model(weights, "onnx", tmp_path / "model.onnx")
+    assert out.stat().st_mode & 0o777 == 0o644
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x, expected = reference(weights)
     (logits,) = session.run(None, {"image": x.numpy()})

@@ -1,3 +1,7 @@
+import os
+import stat
+import tempfile
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -53,14 +57,28 @@ def test_metrics_merge_and_jsonl(tmp_path):
     assert [r["step"] for r in io.read_jsonl(tmp_path / "log.jsonl")] == [1, 2]
 
 
-def test_written_files_get_the_usual_permissions(tmp_path):
-    import os
-    umask = os.umask(0o022)
+def replace_with_private_file(tmp):
+    """What safetensors does with the path it is given: write a 0600 temporary file and rename it there."""
+    fd, own = tempfile.mkstemp(dir=tmp.parent)
+    os.write(fd, b"data")
+    os.close(fd)
+    os.replace(own, tmp)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=oct)
+def test_written_files_follow_the_umask_in_force_when_written(tmp_path, umask):
+    old = os.umask(umask)  # after `rpnet.io` was imported: the mode must not come from import time
     try:
-        p = io.write_json(tmp_path / "m.json", {"a": 1})
+        plain = io.write_json(tmp_path / "m.json", {"a": 1})
+        with io.atomic_path(tmp_path / "w.safetensors") as tmp:
+            replace_with_private_file(tmp)
+        replaced = tmp_path / "w.safetensors"
     finally:
-        os.umask(umask)
-    assert (p.stat().st_mode & 0o777) == (0o666 & ~io._UMASK)
+        os.umask(old)
+    for path in (plain, replaced):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
+    assert replaced.read_bytes() == b"data"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["m.json", "w.safetensors"]  # no temporary file left
 
 
 def test_truncated_files_are_unreadable_and_readers_name_them(tmp_path):

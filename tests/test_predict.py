@@ -138,7 +138,7 @@ def write_mixed_images(folder):
     return {"rgb": (24, 36), "photo": (20, 36), "grey": (24, 30), "alpha": (24, 36), "deep": (16, 16)}
 
 
-def test_cli_predict_on_a_folder_of_mixed_images(weights, tmp_path, capsys):
+def test_cli_predict_on_a_folder_of_mixed_images(weights, tmp_path, capsys, umask_022):
     sizes = write_mixed_images(tmp_path / "in")
     out = tmp_path / "out"
     assert main(["predict", "--weights", str(weights), str(tmp_path / "in"), "--out", str(out), "--device", "cpu"]) == 0
@@ -149,7 +149,28 @@ def test_cli_predict_on_a_folder_of_mixed_images(weights, tmp_path, capsys):
             assert img.mode == "P"
         with Image.open(out / "overlays" / f"{name}.jpg") as img:
             assert img.size == (size[1], size[0]) and img.mode == "RGB"
+        for output in (out / "masks" / f"{name}.png", out / "overlays" / f"{name}.jpg"):
+            assert output.stat().st_mode & 0o777 == 0o644, output
     assert "5 masks" in capsys.readouterr().out
+
+
+def test_cli_predict_goes_past_a_bad_file_and_fails_at_the_end(weights, tmp_path, capsys, caplog):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "c.png"):
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(folder / name)
+    Image.fromarray(rng.random((20, 24), dtype=np.float32), mode="F").save(folder / "b_float.tif")  # sorted between
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", str(weights), str(folder), "--out", str(out), "--device", "cpu"]) == 1
+    for name in ("a", "c"):
+        assert load_mask(out / "masks" / f"{name}.png").shape == (20, 24)
+        assert (out / "overlays" / f"{name}.jpg").is_file()
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["a.png", "c.png"]
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rpnet: error")]
+    assert len(errors) == 1 and "b_float.tif" in errors[0] and "1 of 3" in errors[0]
+    reports = [r.getMessage() for r in caplog.records if "b_float.tif" in r.getMessage()]
+    assert len(reports) == 1 and "float" in reports[0]  # reported when met, with the reason
 
 
 def test_cli_predict_names_a_bad_input_in_one_line(weights, tmp_path, capsys):
@@ -159,3 +180,15 @@ def test_cli_predict_names_a_bad_input_in_one_line(weights, tmp_path, capsys):
         assert main(["predict", "--weights", str(weights), str(bad), "--out", str(tmp_path / "o")]) == 1
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rpnet: error")]
         assert len(errors) == 1 and bad.name in errors[0]
+
+
+def test_weights_file_gets_the_usual_permissions(tmp_path, umask_022):
+    path = save_segmentation_weights(tmp_path / "model.safetensors", SmallReach(), SPEC)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_weights_file_is_the_same_bytes_for_the_same_model_and_spec(tmp_path):
+    model = SmallReach()
+    first = save_segmentation_weights(tmp_path / "a.safetensors", model, SPEC).read_bytes()
+    assert all(save_segmentation_weights(tmp_path / f"b{i}.safetensors", model, SPEC).read_bytes() == first
+               for i in range(3))

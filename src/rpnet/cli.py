@@ -119,7 +119,9 @@ def _add_predict_parsers(sub: argparse._SubParsersAction) -> None:
     """``rpnet predict`` and ``rpnet export``: the trained segmentation model, no dataset needed."""
     predict = sub.add_parser(
         "predict", help="label images with a trained segmentation model (masks and overlays)",
-        description="Write OUT/masks/<name>.png (VOC palette) and OUT/overlays/<name>.jpg for each image.",
+        description="Write OUT/masks/<name>.png (VOC palette) and OUT/overlays/<name>.jpg for each image. "
+                    "A file that cannot be read is reported and skipped; the others are still labelled, "
+                    "then the command lists the files that failed and exits with status 1.",
     )
     predict.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders of images")
     predict.add_argument("--weights", type=Path, required=True, help="model.safetensors written by train-seg")

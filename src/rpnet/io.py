@@ -11,7 +11,8 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
+import secrets
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -25,15 +26,27 @@ log = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255  # the "don't care" label in masks (VOC's object borders, crop padding)
 DEFAULT_FILE_MODE = 0o666  # what open() would create, before the umask
+TEMP_NAME_TRIES = 100  # random temporary names tried before giving up (each clash is ~1 in 4e9)
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _create_temp_beside(path: Path) -> tuple[Path, int]:
+    """Create an empty, uniquely named file beside ``path``; return it and its permission bits.
 
-
-_UMASK = _current_umask()
+    The file is created the way ``open()`` creates one (mode 0666 less the umask in force
+    now, read by the kernel rather than by changing the process-wide umask), so its bits
+    are what an ordinary write of ``path`` would get.
+    """
+    for _ in range(TEMP_NAME_TRIES):
+        tmp = path.parent / f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DEFAULT_FILE_MODE)
+        except FileExistsError:
+            continue
+        try:
+            return tmp, stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+    raise FileExistsError(f"no free temporary name beside {path} after {TEMP_NAME_TRIES} tries")
 
 
 @contextlib.contextmanager
@@ -41,16 +54,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     The temporary name keeps ``path``'s suffix so that libraries which pick a format
-    from the extension (PIL, numpy) still do so.
+    from the extension (PIL, numpy) still do so. The result gets the permission bits
+    the umask gives a new file (0644 under umask 022), even when the writer replaced the
+    temporary file with one of its own (safetensors writes a 0600 file and renames it
+    over the path it is given).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, DEFAULT_FILE_MODE & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
+    tmp_path, mode = _create_temp_beside(path)
     try:
         yield tmp_path
+        os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -39,8 +39,9 @@ from torch import Tensor, nn
 from .data.images import read_class_list, read_image
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, UINT8_MAX
 from .errors import ConfigError, DataError
-from .io import IGNORE_INDEX, atomic_path, save_image, save_mask
+from .io import IGNORE_INDEX, save_image, save_mask
 from .models.deeplab import ALIGN_CORNERS, build_segmentation_model
+from .models.weights import save_safetensors
 from .runtime import resolve_device
 from .viz import colorize
 
@@ -112,14 +113,10 @@ def build_model(spec: SegmentationSpec) -> nn.Module:
 
 
 def save_segmentation_weights(path: str | Path, model: nn.Module, spec: SegmentationSpec) -> Path:
-    """``model``'s state dict with ``spec`` as metadata, as safetensors, written atomically."""
-    from safetensors.torch import save_file
-
+    """``model``'s state dict with ``spec`` as metadata, as safetensors, written atomically
+    (byte for byte the same file for the same weights and spec)."""
     module = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=spec.to_metadata())
-    return Path(path)
+    return save_safetensors(path, module.state_dict(), spec.to_metadata())
 
 
 def read_spec(path: str | Path) -> SegmentationSpec:
@@ -371,29 +368,41 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
 
     Writes ``OUT/masks/<name>.png`` (palette PNG, the labels) and ``OUT/overlays/<name>.jpg``
     (the class colours over the image) per image and returns the mask paths. A file that is not
-    a readable image stops the run with a DataError naming it. Under torchrun each rank labels
-    every R-th image (the output names are decided over all images first, so they never collide).
+    a readable image is reported when met (one log line naming it and why) and skipped; once the
+    others are labelled, a DataError lists every file that failed. An input path that does not
+    exist stops the run before any image is labelled. Under torchrun each rank labels every R-th
+    image (the output names are decided over all images first, so they never collide).
     """
-    from .engine.distributed import barrier, shard, world
+    from .engine.distributed import all_reduce_sum, shard, world
     from .engine.progress import progress_bar
 
     out_dir = Path(out_dir)
     paths = collect_images(inputs)
     written = []
+    failed = np.zeros(len(paths), dtype=np.int64)  # (N,) 1 where image i could not be read, over all ranks
     current = world()
-    mine = shard(list(zip(paths, output_names(paths))), current)
+    mine = shard(list(enumerate(output_names(paths))), current)
     bar = progress_bar(len(mine), "predict", "img", enabled=current.is_main)
     try:
-        for path, name in mine:
-            image = read_image(path)
-            labels = predictor(image)
-            written.append(save_mask(out_dir / "masks" / f"{name}.png", labels))
-            save_image(out_dir / "overlays" / f"{name}.jpg", label_overlay(image, labels))
+        for index, name in mine:
+            try:
+                image = read_image(paths[index])
+            except DataError as exc:  # its message names the file and what is wrong with it
+                log.error("predict: %s (skipped)", exc)
+                failed[index] = 1
+            else:
+                labels = predictor(image)
+                written.append(save_mask(out_dir / "masks" / f"{name}.png", labels))
+                save_image(out_dir / "overlays" / f"{name}.jpg", label_overlay(image, labels))
             bar.update(1)
     finally:
         bar.close()
-    barrier()
+    failed = all_reduce_sum(failed)  # every rank learns every rank's failures (and waits for the others)
     log.info("predict: %d masks written to %s", len(written), out_dir / "masks")
+    if failed.any():
+        bad = [str(paths[i]) for i in np.flatnonzero(failed)]
+        raise DataError(f"{len(bad)} of {len(paths)} images could not be read and have no mask "
+                        f"(the others are in {out_dir / 'masks'}): {', '.join(bad)}")
     return written
 
 

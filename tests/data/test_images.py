@@ -152,3 +152,9 @@ def test_class_list_missing_or_too_short(tmp_path):
     (tmp_path / "one.txt").write_text("background\n")
     with pytest.raises(DataError, match="one.txt"):
         read_class_list(tmp_path / "one.txt")
+
+
+def test_float_tiff_is_refused_with_the_reason(tmp_path):
+    Image.fromarray(np.full((4, 5), 0.5, dtype=np.float32), mode="F").save(tmp_path / "f.tif")
+    with pytest.raises(DataError, match=r"f\.tif: 32-bit float samples .* 8- or 16-bit"):
+        read_image(tmp_path / "f.tif")

@@ -22,10 +22,11 @@ def test_checkpoint_round_trip_restores_model_optimizer_and_rng(tmp_path):
     assert torch.equal(torch.rand(3), expected_next)  # RNG restored to the moment of saving
 
 
-def test_weights_are_safetensors_and_strict(tmp_path):
+def test_weights_are_safetensors_and_strict(tmp_path, umask_022):
     model = torch.nn.Linear(3, 2)
     path = save_model_weights(tmp_path / "m.safetensors", model)
     assert path.read_bytes()[8:9] == b"{"  # safetensors: 8-byte header length, then JSON
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by others, like every other output
     other = torch.nn.Linear(3, 2)
     load_model_weights(path, other)
     assert torch.equal(other.weight, model.weight)

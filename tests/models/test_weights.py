@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import struct
+
 import pytest
 import safetensors.torch
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from rpnet.errors import ConfigError
@@ -13,6 +17,7 @@ from rpnet.models.weights import (
     check_state_dict,
     load_backbone_weights,
     read_weights,
+    save_safetensors,
     save_weights,
 )
 
@@ -77,10 +82,12 @@ def test_read_weights_formats_keep_names_dtypes_and_values(tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temporary files left
 
 
-def test_save_weights_format_follows_suffix(tmp_path):
+def test_save_weights_format_follows_suffix(tmp_path, umask_022):
     state = {"w": torch.ones(2)}
     safetensors.torch.load_file(str(save_weights(state, tmp_path / "a.safetensors")))
     assert isinstance(torch.load(save_weights(state, tmp_path / "a.pth"), weights_only=True), dict)
+    for name in ("a.safetensors", "a.pth"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
     with pytest.raises(ConfigError, match=r"a\.npz"):
         save_weights(state, tmp_path / "a.npz")
 
@@ -173,3 +180,71 @@ def test_long_listings_are_cut(tmp_path):
     path = save_weights({}, tmp_path / "empty.safetensors")
     with pytest.raises(ConfigError, match=r"missing keys: 0\.weight, .* and 5 more"):
         load_backbone_weights(model, path)
+
+
+def every_kind_of_tensor() -> dict[str, torch.Tensor]:
+    """Items of 8, 4, 2 and 1 bytes, a scalar, an empty and a non-contiguous tensor."""
+    return {
+        "z.weight": torch.arange(6, dtype=torch.float32).reshape(2, 3).t(),  # a transposed view
+        "bn.num_batches_tracked": torch.tensor(7),  # 0-d int64
+        "half": torch.tensor([1.5, -2.0, 3.25], dtype=torch.float16),
+        "brain": torch.tensor([0.5, 1.0, -3.0], dtype=torch.bfloat16),
+        "mask": torch.tensor([True, False, True]),
+        "bytes": torch.arange(5, dtype=torch.uint8),
+        "empty": torch.zeros(0, 4),
+        "double": torch.tensor([1e-300], dtype=torch.float64),
+    }
+
+
+# Several keys, as train-seg writes them; the safetensors library writes such a map in a new order each time.
+METADATA = {"rpnet_format": "rpnet.segmentation.v1", "architecture": "deeplabv3plus", "backbone": "resnet50",
+            "output_stride": "16", "class_names": '["background", "chat", "été"]', "mean": "[0.485, 0.456, 0.406]"}
+
+
+def reversed_dict(d: dict) -> dict:
+    return {k: d[k] for k in reversed(list(d))}
+
+
+def test_safetensors_bytes_depend_on_the_contents_only(tmp_path):
+    tensors = every_kind_of_tensor()
+    first = save_safetensors(tmp_path / "a.safetensors", tensors, METADATA).read_bytes()
+    for i in range(3):  # filled in the other order, and saved again
+        again = save_safetensors(tmp_path / f"b{i}.safetensors", reversed_dict(tensors), reversed_dict(METADATA))
+        assert again.read_bytes() == first
+    assert save_weights(tensors, tmp_path / "c.safetensors").read_bytes() == \
+        save_safetensors(tmp_path / "d.safetensors", reversed_dict(tensors)).read_bytes()
+
+
+def test_safetensors_round_trip_through_the_library(tmp_path):
+    tensors = every_kind_of_tensor()
+    path = save_safetensors(tmp_path / "w.safetensors", tensors, METADATA)
+    loaded = safetensors.torch.load_file(str(path))
+    assert sorted(loaded) == sorted(tensors)
+    for name, tensor in tensors.items():
+        assert loaded[name].dtype == tensor.dtype and torch.equal(loaded[name], tensor), name
+    with safe_open(str(path), framework="pt") as fh:
+        assert fh.metadata() == METADATA
+    with safe_open(str(save_safetensors(tmp_path / "plain.safetensors", tensors)), framework="pt") as fh:
+        assert fh.metadata() is None  # no metadata given, none written (as the library does)
+
+
+def test_safetensors_layout_is_aligned_and_complete(tmp_path):
+    tensors = every_kind_of_tensor()
+    data = save_safetensors(tmp_path / "w.safetensors", tensors, METADATA).read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    start = 8 + length
+    assert start % 8 == 0 and list(header)[0] == "__metadata__"
+    spans = sorted(entry["data_offsets"] for name, entry in header.items() if name != "__metadata__")
+    assert spans[0][0] == 0 and spans[-1][1] == len(data) - start  # the data, no gap at either end
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # and none between tensors
+    for name, tensor in tensors.items():
+        assert (start + header[name]["data_offsets"][0]) % tensor.element_size() == 0, name
+
+
+def test_safetensors_refuses_what_the_format_cannot_hold(tmp_path):
+    with pytest.raises(TypeError, match="output_stride"):
+        save_safetensors(tmp_path / "w.safetensors", {"w": torch.ones(1)}, {"output_stride": 16})
+    with pytest.raises(TypeError, match="complex"):
+        save_safetensors(tmp_path / "w.safetensors", {"w": torch.ones(1, dtype=torch.complex64)})
+    assert not list(tmp_path.iterdir())  # nothing half-written

@@ -48,11 +48,12 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny_cfg):
     assert loss_now() < 0.5 * before
 
 
-def test_gt_labels_write_weights_with_metadata_log_and_resume(tiny_cfg):
+def test_gt_labels_write_weights_with_metadata_log_and_resume(tiny_cfg, umask_022):
     cfg = tiny_cfg(*FAST, "train_seg.labels=gt", "train_seg.max_steps=2", "train_seg.architecture=deeplab_largefov")
     weights = train_seg.run(cfg)
     out = weights.parent
     assert weights == cfg.work_dir / "train_seg" / "model.safetensors" and (out / "last.pt").is_file()
+    assert weights.stat().st_mode & 0o777 == 0o644  # the file users copy and share
     assert load_config(out / "config.yaml") == cfg
     log = read_jsonl(out / "log.jsonl")
     assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in log)

@@ -22,6 +22,7 @@ TIFF_BITS_PER_SAMPLE = 258  # the TIFF tag that says how many bits each sample u
 INT32_BIT_DEPTH = 32  # PIL's "I" mode is a signed 32-bit integer
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 DIRECT_TO_RGB_MODES = ("1", "L", "CMYK", "YCbCr", "HSV", "RGBX")
+FLOAT_MODE = "F"  # PIL's mode for 32-bit float grey images (float TIFFs)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -31,7 +32,8 @@ def read_image(path: str | Path) -> np.ndarray:
     Grey and palette images are expanded to RGB; alpha is composited on black;
     16-bit (and other wide integer) images are scaled by their bit depth
     (``value * 255 / (2**bits - 1)``, rounded), so 65535 in a 16-bit PNG is 255 and
-    the tonal range is kept rather than clipped.
+    the tonal range is kept rather than clipped. Float images (PIL mode "F", e.g. 32-bit
+    float TIFFs) are refused: their files do not say what range the values span.
 
     Raises :class:`DataError` naming ``path`` when the file is missing or unreadable.
     """
@@ -78,6 +80,11 @@ def _to_rgb_array(img: Image.Image, *, source_format: str | None, tiff_bits: int
         return ((rgb * alpha + MAX_8BIT // 2) // MAX_8BIT).astype(np.uint8)
     if mode in DIRECT_TO_RGB_MODES:
         return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    if mode == FLOAT_MODE:
+        # Refused rather than guessed: scaling by the image's own range would give the same
+        # scene different colours in different files.
+        raise DataError("32-bit float samples (mode 'F') have no fixed range (0..1, 0..255 or raw "
+                        "values); save the image with 8- or 16-bit integer samples")
     raise DataError(f"unsupported image mode {mode!r}")
 
 

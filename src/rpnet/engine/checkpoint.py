@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import RpnetError
 from ..io import atomic_path
+from ..models.weights import save_safetensors
 
 
 @dataclass
@@ -63,13 +64,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 
 
 def save_model_weights(path: Path, model: nn.Module) -> Path:
-    """Final weights as safetensors (no code runs on load)."""
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp))
-    return path
+    """Final weights as safetensors (no code runs on load; the same weights give the same bytes)."""
+    return save_safetensors(path, unwrap(model).state_dict())
 
 
 def load_model_weights(path: Path, model: nn.Module) -> nn.Module:

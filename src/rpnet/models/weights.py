@@ -3,13 +3,21 @@
 Loading is strict on purpose: a checkpoint whose keys or shapes do not match the
 model raises a ConfigError that lists every offending key, instead of silently
 leaving layers at their random initialisation (what ``strict=False`` does).
+
+Every .safetensors file of the package is written by :func:`save_safetensors`, which
+writes the format itself so that the same tensors and metadata always give the same
+bytes (the safetensors library writes its metadata map in a different order each time).
 """
 
 from __future__ import annotations
 
+import json
+import struct
+import sys
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import safetensors.torch
 import torch
 from torch import Tensor, nn
@@ -26,6 +34,15 @@ DDP_PREFIX = "module."  # DistributedDataParallel's wrapper name in front of eve
 # first ResNet files) lack it and BatchNorm fills it in on load, so its absence is fine.
 OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 MAX_LISTED_KEYS = 20  # keys listed per kind of mismatch before "... and N more"
+# The safetensors format (https://github.com/huggingface/safetensors#format): an 8-byte
+# little-endian header length N, N bytes of JSON (padded with spaces), then the tensor data.
+SAFETENSORS_METADATA_KEY = "__metadata__"  # the header entry holding the string -> string metadata
+SAFETENSORS_ALIGNMENT = 8  # the data starts at a multiple of 8 bytes, so every tensor is aligned
+SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
 def _suffix_error(path: Path) -> ConfigError:
@@ -137,10 +154,73 @@ def save_weights(state_dict: Mapping[str, Tensor], path: str | Path) -> Path:
     suffix = path.suffix.lower()
     if suffix not in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
         raise _suffix_error(path)
+    if suffix in SAFETENSORS_SUFFIXES:
+        return save_safetensors(path, state_dict)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
-        if suffix in SAFETENSORS_SUFFIXES:
-            safetensors.torch.save_file(tensors, str(tmp))
-        else:
-            torch.save(tensors, tmp)
+        torch.save(tensors, tmp)
     return path
+
+
+def safetensors_layout(tensors: Mapping[str, Tensor]) -> list[str]:
+    """The order the tensors' data is stored in: widest item first, then by name.
+
+    After the 8-byte-aligned start of the data, items of 8, 4, 2, then 1 bytes keep every
+    tensor at a multiple of its item size (the safetensors library, too, stores wider items first).
+    """
+    return sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
+
+
+def safetensors_header(tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
+    """The bytes before the tensor data: the header length, then the JSON header, padded.
+
+    The JSON holds ``__metadata__`` first (keys sorted; left out when ``metadata`` is None),
+    then one entry per tensor (dtype, shape, data_offsets relative to the data start) in
+    :func:`safetensors_layout` order, so it depends on the contents only, never on the
+    order ``tensors`` or ``metadata`` were filled in.
+    """
+    header: dict[str, object] = {}
+    if metadata is not None:
+        bad = sorted(str(k) for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str))
+        if bad:
+            raise TypeError(f"safetensors metadata maps strings to strings; not so for {bad}")
+        header[SAFETENSORS_METADATA_KEY] = {k: metadata[k] for k in sorted(metadata)}
+    offset = 0
+    for name in safetensors_layout(tensors):
+        tensor = tensors[name]
+        if name == SAFETENSORS_METADATA_KEY:
+            raise ValueError(f"a tensor cannot be named {SAFETENSORS_METADATA_KEY!r}")
+        if tensor.dtype not in SAFETENSORS_DTYPES:
+            raise TypeError(f"tensor {name!r}: dtype {tensor.dtype} is not saved as safetensors here")
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % SAFETENSORS_ALIGNMENT)  # the 8-byte length keeps the data start aligned
+    return struct.pack("<Q", len(text)) + text
+
+
+def little_endian_bytes(tensor: Tensor) -> np.ndarray:
+    """A tensor's items as little-endian bytes (C order), the layout safetensors stores: (numel * itemsize,) uint8."""
+    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    if sys.byteorder == "big":
+        data = data.reshape(-1, tensor.element_size())[:, ::-1].reshape(-1)
+    return data
+
+
+def save_safetensors(path: str | Path, tensors: Mapping[str, Tensor],
+                     metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``tensors`` (and the string -> string ``metadata``) as a .safetensors file, atomically.
+
+    The one writer of .safetensors files in the package: the bytes depend only on the
+    names, dtypes, shapes and values of the tensors and on the metadata, so two identical
+    runs write identical files. The file loads with ``safetensors.torch.load_file``, and
+    ``safe_open(path, "pt").metadata()`` returns ``metadata``. Tensors may live on any
+    device and need not be contiguous; each is copied to the CPU while it is written.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(safetensors_header(tensors, metadata))
+        for name in safetensors_layout(tensors):
+            fh.write(little_endian_bytes(tensors[name]))
+    return Path(path)
