@@ -4,13 +4,11 @@ weights; the run without masks skips the eval stages; and, watched while it runs
 an eval stage opens a mask file."""
 
 import inspect
-import json
 import re
 import shutil
 from pathlib import Path
 
 import PIL.Image
-from safetensors import safe_open
 
 from rpnet import cli
 from rpnet.pipeline.graph import EVAL_SPLITS
@@ -32,18 +30,8 @@ def stage_on_stack() -> str | None:
     return None
 
 
-def content(path: Path) -> bytes:
-    """A file's bytes; for safetensors its metadata and tensors in key order (the format writes the
-    metadata map in no fixed order, so equal weights need not be equal files)."""
-    if path.suffix != ".safetensors":
-        return path.read_bytes()
-    with safe_open(str(path), "np") as f:
-        metadata = json.dumps(f.metadata(), sort_keys=True).encode()
-        return metadata + b"".join(key.encode() + f.get_tensor(key).tobytes() for key in sorted(f.keys()))
-
-
 def outputs(work: Path) -> dict[str, bytes]:
-    found = {p.relative_to(work).as_posix(): content(p) for pattern in OUTPUTS for p in sorted(work.glob(pattern))}
+    found = {p.relative_to(work).as_posix(): p.read_bytes() for pattern in OUTPUTS for p in sorted(work.glob(pattern))}
     for pattern in OUTPUTS:  # each kind of output is there: the comparison below is not vacuous
         assert any(Path(key).match(pattern) for key in found), f"{pattern} missing under {work}"
     return found
