@@ -59,6 +59,13 @@ def test_the_lock_is_re_entrant_in_one_process_and_held_until_the_outer_block_en
     child.wait()
 
 
+def test_claim_accepts_a_folder_without_files_rpnet_would_overwrite(tmp_path):
+    (tmp_path / "train_cam").mkdir()
+    (tmp_path / "train_cam" / "model.safetensors").write_bytes(b"copied weights")
+    claim_work_dir(tmp_path)  # a stage folder is checked when it would be deleted, not here
+    assert (tmp_path / MARK_FILE).is_file() and not is_ours(tmp_path / "train_cam")
+
+
 def test_claim_marks_a_new_or_empty_folder(tmp_path):
     claim_work_dir(tmp_path / "new")
     (tmp_path / "empty").mkdir()
@@ -72,7 +79,7 @@ def test_claim_refuses_a_folder_of_the_user_s_and_changes_nothing_in_it(tmp_path
     (tmp_path / "train_cam").mkdir()
     (tmp_path / "train_cam" / "precious.txt").write_text("x")
     (tmp_path / "config.yaml").write_text("# my notes\nseed: 1\n")
-    with pytest.raises(NotOurs, match="config.yaml, train_cam"):
+    with pytest.raises(NotOurs, match="already holds config.yaml, which rpnet did not write"):
         claim_work_dir(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "train_cam"]
     assert (tmp_path / "config.yaml").read_text() == "# my notes\nseed: 1\n"

@@ -9,9 +9,9 @@ are re-entrant within a process (``rpnet sweep`` runs ``rpnet run`` on each of i
 
 **Ownership.** Each folder rpnet creates in a work dir gets an empty mark file, ``.rpnet``. rpnet
 deletes a folder only when it carries the mark (or the records the runner leaves: ``done.json``,
-``started.json``), and writes into an existing work dir only when it is empty, marked, or was
-written by an rpnet older than the marks (its ``config.yaml`` is exactly what rpnet would write).
-Anything else is the user's: :class:`NotOurs` says which files are in the way.
+``started.json``), and overwrites the files at the top of a work dir (``config.yaml``,
+``metrics.json``, ``report.html``) only in a work dir it marked, or one an rpnet older than the
+marks wrote. Anything else is the user's: :class:`NotOurs` says which files are in the way.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ LOCK_FILE = ".rpnet.lock"
 MARK_FILE = ".rpnet"
 RUNNER_RECORDS = ("done.json", "started.json")  # rpnet.pipeline.state's records: also mark a stage folder
 RUN_CONFIG = "config.yaml"  # the resolved config rpnet writes into the work dir (and each stage folder)
+RUN_FILES = (RUN_CONFIG, "metrics.json", "report.html")  # what rpnet writes at the top of a work dir
 
 _held: dict[Path, tuple[int, int]] = {}  # lock path -> (fd, depth), this process's locks
 
@@ -140,20 +141,20 @@ def remove_ours(folder: str | Path) -> None:
 
 
 def claim_work_dir(work: str | Path) -> Path:
-    """Make ``work`` rpnet's before the first write: create and mark it when it is new or empty,
-    adopt a work dir an rpnet older than the marks wrote (its config.yaml is rpnet's own dump, or a
-    stage folder holds the runner's records), and refuse (:class:`NotOurs`) one that holds anything
-    else. Returns the folder."""
+    """Make ``work`` rpnet's before the first write, and mark it. Refused (:class:`NotOurs`, nothing
+    written): an unmarked folder holding a file rpnet would overwrite there (:data:`RUN_FILES`), unless
+    an rpnet older than the marks wrote it (its config.yaml is rpnet's own dump, or a stage folder
+    holds the runner's records). Other files may stay: stage folders are checked when they would be
+    deleted (:func:`remove_ours`), and a folder of copied weights is a valid start. Returns the folder."""
     work = Path(work)
-    if work.is_dir() and not (work / MARK_FILE).is_file():
-        entries = [p for p in work.iterdir() if p.name != LOCK_FILE]
-        if entries and not (written_by_rpnet(work / RUN_CONFIG) or any(is_ours(p) for p in entries if p.is_dir())):
-            raise NotOurs(f"work_dir {work} already holds files rpnet did not write "
-                          f"({', '.join(sorted(p.name for p in entries)[:5])}); rpnet writes its stage folders, "
-                          "config.yaml and metrics.json there and deletes stale stage folders: choose a new or "
-                          "empty work_dir")
-    elif work.exists() and not work.is_dir():
+    if work.exists() and not work.is_dir():
         raise NotOurs(f"work_dir {work} is a file, not a folder")
+    if work.is_dir() and not (work / MARK_FILE).is_file():
+        clashes = [name for name in RUN_FILES if (work / name).exists()]
+        legacy = written_by_rpnet(work / RUN_CONFIG) or any(is_ours(p) for p in work.iterdir() if p.is_dir())
+        if clashes and not legacy:
+            raise NotOurs(f"work_dir {work} already holds {', '.join(clashes)}, which rpnet did not write and would "
+                          "overwrite: choose a new or empty work_dir, or move them away")
     return mark(work)
 
 

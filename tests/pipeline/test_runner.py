@@ -165,6 +165,14 @@ def test_a_work_dir_of_the_user_s_is_refused_before_anything_is_written_or_delet
     assert sorted(p.name for p in work.rglob("*")) == ["config.yaml", "precious.txt", "train_cam"]
 
 
+def test_a_stage_folder_of_the_user_s_in_a_new_work_dir_is_not_deleted(fake, fake_cfg, tmp_path):
+    (tmp_path / "work" / "train_cam").mkdir(parents=True)
+    (tmp_path / "work" / "train_cam" / "precious.txt").write_text("x")
+    with pytest.raises(NotOurs, match="precious.txt"):
+        run_pipeline(fake_cfg())
+    assert fake.ran() == [] and (tmp_path / "work" / "train_cam" / "precious.txt").read_text() == "x"
+
+
 def test_a_stale_stage_folder_holding_the_user_s_files_is_not_deleted(fake, fake_cfg):
     cfg = fake_cfg()
     run_pipeline(cfg, until="train-cam")
