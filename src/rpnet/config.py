@@ -288,6 +288,9 @@ class TrainSegConfig:
     # Images of the split without tags: "background" trains on them as all-background examples (their
     # pseudo masks are background: no tag, no CAM); "drop" leaves them out, as the classifier does.
     untagged: Literal["background", "drop"] = "background"
+    # Score the model on eval_seg's split (one scale, its images with masks) every this many epochs: val_miou
+    # in log.jsonl and the report, the best epoch's weights kept as best.safetensors. 0: never; no masks: never.
+    val_every: Count = 1
     architecture: Literal["deeplab_largefov", "deeplabv3plus"] = "deeplab_largefov"
     backbone: str | None = None  # None: model.backbone
     output_stride: Literal[8, 16] = 8
@@ -339,6 +342,7 @@ class EngineConfig:
     channels_last: bool = True  # NHWC tensors and weights on CUDA (tensor-core convolutions); ignored on CPU
     inference_amp: bool = True  # bfloat16 autocast (float16 without bf16) for CAM inference on CUDA
     trace_ranks: bool = False  # debug: each rank logs its images and a weights digest per step (train_*/trace/)
+    tensorboard: bool = False  # training logs also as TensorBoard scalars (train_*/tensorboard/; pip install tensorboard)
 
 
 @dataclass(frozen=True)

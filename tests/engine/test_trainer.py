@@ -139,3 +139,32 @@ def test_trace_records_each_steps_images_and_weights(tmp_path):
     assert all(r["ids"] == ["a"] * 4 for r in trace)
     assert len({r["weights"] for r in trace}) == STEPS  # a new digest after every optimiser step
     assert "world_size" not in read_jsonl(tmp_path / LOG_NAME)[-1]  # one process: nothing to state
+
+
+def test_tensorboard_writes_the_log_s_scalars_or_says_what_to_install(tmp_path):
+    model, opt = setup()
+    settings = LoopSettings(epochs=1, steps_per_epoch=STEPS, log_every=1, show_progress=False, tensorboard=True)
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(RpnetError, match="pip install tensorboard"):
+            train(model, opt, data, step_fn(model), settings, tmp_path, device=torch.device("cpu"))
+        return
+    train(model, opt, data, step_fn(model), settings, tmp_path, device=torch.device("cpu"))
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_an_epoch_end_callback_s_figures_are_logged_at_the_epoch_s_last_step(tmp_path):
+    model, opt = setup()
+    settings = LoopSettings(epochs=2, steps_per_epoch=STEPS, log_every=STEPS, show_progress=False)
+    seen = []
+
+    def check(progress):
+        seen.append((progress.epoch, progress.step, model.training))
+        model.eval()
+        return {"val": 10.0 * progress.epoch}
+
+    train(model, opt, data, step_fn(model), settings, tmp_path, device=torch.device("cpu"), on_epoch_end=check)
+    assert seen == [(1, 4, True), (2, 8, True)]  # after each epoch, the model still training when called
+    log = read_jsonl(tmp_path / LOG_NAME)
+    assert [(r["step"], r.get("val")) for r in log] == [(4, None), (4, 10.0), (8, None), (8, 20.0)]

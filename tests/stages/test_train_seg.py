@@ -14,7 +14,7 @@ from rpnet.stages import train_seg
 from rpnet.stages.make_pseudo import mask_dir
 
 FAST = ("train_seg.batch_size=4", "train_seg.crop_size=64", "train_seg.output_stride=16", "train_seg.log_every=1",
-        "train_seg.backbone_init=scratch")
+        "train_seg.backbone_init=scratch", "train_seg.val_every=0")
 
 
 def write_pseudo_masks(cfg, label):
@@ -88,3 +88,31 @@ def test_backbone_init_auto_and_classifier(tiny_cfg, write_classifier):
     for key, value in net.backbone.state_dict().items():
         if not key.endswith("num_batches_tracked"):
             assert torch.equal(value, classifier[f"backbone.{key}"]), key
+
+
+def test_validation_logs_val_miou_keeps_the_best_epoch_and_changes_no_weight(tiny_cfg):
+    # 8 training images in batches of 4: 2 steps per epoch; validation after epochs 2 and 3 (the last)
+    settings = (*FAST, "train_seg.labels=gt", "train_seg.epochs=3", "eval_seg.split=val")
+    plain = train_seg.run(tiny_cfg(*settings, "work_dir=" + str(tiny_cfg().work_dir.parent / "plain")))
+    cfg = tiny_cfg(*settings, "train_seg.val_every=2")
+    weights = train_seg.run(cfg)
+    checks = [r for r in read_jsonl(weights.parent / "log.jsonl") if "val_miou" in r]
+    assert [(r["epoch"], r["step"]) for r in checks] == [(1, 4), (2, 6)]
+    assert all(0 <= r["val_miou"] <= 100 for r in checks)
+    best = weights.parent / train_seg.BEST_WEIGHTS
+    assert best.is_file() and read_spec(best) == read_spec(weights)
+    if checks[1]["val_miou"] > checks[0]["val_miou"]:  # the last epoch was the best: the same weights
+        assert best.read_bytes() == weights.read_bytes()
+    assert weights.read_bytes() == plain.read_bytes()  # validating changed nothing in training
+
+
+def test_no_validation_without_masks_or_when_off(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(*FAST, "train_seg.labels=gt", "train_seg.epochs=1")
+    net = train_seg.build_seg_model(cfg, 6, "scratch")
+    assert train_seg.validation(cfg, net, None, torch.device("cpu"), tmp_path) is None  # val_every=0
+    empty = tmp_path / "nomasks"
+    import shutil
+    shutil.copytree(cfg.data.root, empty)
+    shutil.rmtree(empty / "SegmentationClass")
+    on = tiny_cfg(*FAST, "train_seg.val_every=1", f"data.root={empty}")
+    assert train_seg.validation(on, net, None, torch.device("cpu"), tmp_path) is None

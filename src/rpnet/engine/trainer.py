@@ -52,6 +52,7 @@ class LoopSettings:
     show_progress: bool = True
     global_batch: int | None = None  # images per step over all ranks, for the log (None: not stated)
     trace: bool = False  # each rank appends its batch's image ids and a weights digest per step
+    tensorboard: bool = False  # also write every log record to out_dir/tensorboard/ (needs `tensorboard`)
 
     @property
     def total_steps(self) -> int:
@@ -79,6 +80,7 @@ def train(
     resume: bool = False,
     is_main: bool | None = None,
     batch_images: Callable[[Mapping[str, object]], int] = lambda b: len(b["id"]),  # type: ignore[arg-type]
+    on_epoch_end: Callable[[Progress], Mapping[str, float]] | None = None,
 ) -> Path:
     """Train ``model`` and write ``out_dir/model.safetensors``; return its path.
 
@@ -87,6 +89,8 @@ def train(
     ``is_main`` (default: rank 0 of :func:`~rpnet.engine.distributed.world`) is the one process
     that writes checkpoints, log and progress. The optimizer's groups' current lrs are taken as
     the poly schedule's bases; they are not scaled with the number of ranks.
+    ``on_epoch_end(progress)``: called on every rank after each finished epoch, before its checkpoint
+    (e.g. validation); the figures it returns are logged with the epoch and step.
     """
     out_dir = Path(out_dir)
     current = world()
@@ -110,6 +114,7 @@ def train(
     # after its checkpoint (it logs those steps again), a fresh one starts an empty log.
     if is_main:
         cut_log(out_dir / LOG_NAME, progress.step)
+    writer = LogWriter(out_dir, settings.tensorboard) if is_main else None
     if settings.trace:
         cut_log(out_dir / TRACE_DIR / f"rank{current.rank}.jsonl", progress.step)
     lrs = ", ".join(f"{lr:g}" for lr in base_lrs)
@@ -165,14 +170,18 @@ def train(
                               **{k: round(v, 6) for k, v in values.items()}}
                     if current.distributed:
                         record["world_size"] = current.size
-                    if is_main:
-                        append_jsonl(out_dir / LOG_NAME, record)
+                    if writer is not None:
+                        writer.write(record)
                         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("epoch", "step")})
                     window_start, window_images = time.perf_counter(), 0
                 bar.update(1)
             else:  # the epoch's batches ran out; a stop at max_steps keeps its place in the epoch instead
                 progress.epoch += 1
                 progress.batch = 0
+                figures = on_epoch_end(progress) if on_epoch_end is not None else {}
+                if figures and writer is not None:
+                    writer.write({"epoch": progress.epoch - 1, "step": progress.step, **figures})
+                model.train()  # the callback may have put the model in eval mode
             if is_main:
                 save_checkpoint(ckpt, model, optimizer, progress)
     except KeyboardInterrupt:
@@ -182,11 +191,39 @@ def train(
         raise
     finally:
         bar.close()
+        if writer is not None:
+            writer.close()
     weights = out_dir / WEIGHTS_NAME
     if is_main:
         save_model_weights(weights, model)
     barrier()  # the weights exist before any rank goes on to read them
     return weights
+
+
+class LogWriter:
+    """The training log: ``log.jsonl``, and with ``tensorboard`` the same scalars for TensorBoard
+    (``out_dir/tensorboard/``, one tag per field, at the record's step)."""
+
+    def __init__(self, out_dir: Path, tensorboard: bool = False) -> None:
+        self.path = out_dir / LOG_NAME
+        self.board = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise RpnetError("engine.tensorboard needs the tensorboard package: pip install tensorboard") from None
+            self.board = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def write(self, record: Mapping[str, float]) -> None:
+        append_jsonl(self.path, record)
+        if self.board is not None:
+            for key, value in record.items():
+                if key not in ("epoch", "step"):
+                    self.board.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
 
 
 def cut_log(path: Path, step: int) -> None:

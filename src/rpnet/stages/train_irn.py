@@ -205,7 +205,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
 
     settings = LoopSettings(epochs=tc.epochs, steps_per_epoch=steps_per_epoch, poly_power=tc.poly_power,
                             amp=tc.amp, log_every=tc.log_every, max_steps=tc.max_steps, global_batch=tc.batch_size,
-                            trace=cfg.engine.trace_ranks)
+                            trace=cfg.engine.trace_ranks, tensorboard=cfg.engine.tensorboard)
     weights = train(model, optimizer, batches, step, settings, out_dir, device=device, resume=resume)
     mean = displacement_mean(net, ir_label_dataset(cfg, eval_transform()), tc.crop_size, per_rank,
                              device, cfg.data.num_workers)

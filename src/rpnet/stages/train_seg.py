@@ -15,7 +15,8 @@ the classifier when its weights exist, else scratch.
 
 Writes ``WORK_DIR/train_seg/``: ``model.safetensors`` (final weights, with the metadata
 ``rpnet predict`` needs, see :mod:`rpnet.predict`), ``last.pt`` (resumable checkpoint),
-``log.jsonl`` and ``config.yaml``.
+``log.jsonl`` and ``config.yaml``; where eval-seg's split has masks, ``val_miou`` every
+``train_seg.val_every`` epochs in the log and ``best.safetensors`` (the best epoch's weights).
 """
 
 from __future__ import annotations
@@ -23,23 +24,27 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .common import check_batch, stage_dir, training_images
+from .common import check_batch, scored_dataset, stage_dir, training_images
 from ..config import Config
 from ..data.build import build_dataset
 from ..data.dataset import TaggedImages
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, collate, seg_train_transform
-from ..engine.distributed import barrier, rank_seed, split_batch, world, wrap_model
+from ..engine.checkpoint import Progress
+from ..engine.distributed import all_reduce_sum, barrier, rank_seed, shard, split_batch, world, wrap_model
 from ..engine.schedule import sgd_param_groups
-from ..engine.trainer import LoopSettings, WEIGHTS_NAME, train
+from ..engine.trainer import LOG_NAME, LoopSettings, WEIGHTS_NAME, train
 from ..errors import ConfigError, DataError, RpnetError
+from ..io import read_jsonl
 from ..losses import segmentation_loss
+from ..metrics import ConfusionMatrix
 from ..models.deeplab import build_segmentation_model
-from ..predict import SegmentationSpec, save_segmentation_weights
+from ..predict import Predictor, SegmentationSpec, save_segmentation_weights
 from ..runtime import resolve_device, seed_everything, to_memory_format, use_channels_last
 from .make_pseudo import mask_dir as pseudo_mask_dir
 from .train_cam import STAGE_DIR as TRAIN_CAM_DIR, load_classifier_backbone
@@ -48,6 +53,7 @@ from .train_irn import epoch_batches
 log = logging.getLogger(__name__)
 
 STAGE_DIR = "train_seg"
+BEST_WEIGHTS = "best.safetensors"  # the weights of the epoch with the best val_miou (train_seg.val_every)
 
 
 def weights_path(work_dir: Path) -> Path:
@@ -131,6 +137,44 @@ def check(cfg: Config) -> None:
     check_batch("train_seg.batch_size", cfg.train_seg.batch_size, len(training_images(cfg, cfg.train_seg.split)))
 
 
+def validation(cfg: Config, net: nn.Module, spec: SegmentationSpec, device: torch.device,
+               out_dir: Path) -> Callable[[Progress], dict[str, float]] | None:
+    """The epoch-end check of ``train_seg.val_every``: mIoU of the model on eval-seg's split (one scale,
+    no flip, no CRF; the images that have masks), and the best epoch's weights kept as ``best.safetensors``.
+    None when it is off or the split has no masks. Under torchrun each rank scores its share."""
+    every = cfg.train_seg.val_every
+    split = cfg.eval_seg.split or cfg.data.eval_split
+    if not every:
+        return None
+    try:
+        dataset = scored_dataset(cfg, split, "the segmentation model during training")
+    except DataError:
+        log.info("train-seg: split %r has no masks: no validation during training", split)
+        return None
+    # A resumed run continues from the best figure its log holds (the log is cut back to the checkpoint).
+    best = {"miou": max((r["val_miou"] for r in read_jsonl(out_dir / LOG_NAME) if "val_miou" in r), default=-1.0)}
+
+    def validate(progress: Progress) -> dict[str, float]:
+        if progress.epoch % every and progress.epoch != cfg.train_seg.epochs:
+            return {}
+        predictor = Predictor(net, spec, device=device, tile_size=None)  # puts the net in eval mode
+        matrix = ConfusionMatrix(len(spec.class_names))
+        for i in shard(range(len(dataset)), world()):
+            sample = dataset[i]
+            matrix.update(sample["mask"], predictor(sample["image"]))
+        matrix.matrix = all_reduce_sum(matrix.matrix)
+        miou = round(matrix.miou() * 100, 2)
+        if miou > best["miou"]:
+            best["miou"] = miou
+            if world().is_main:
+                save_segmentation_weights(out_dir / BEST_WEIGHTS, net, spec)
+        log.info("train-seg: epoch %d, val mIoU %.2f on %d images of %r (best %.2f)", progress.epoch, miou,
+                 len(dataset), split, best["miou"])
+        return {"val_miou": miou}
+
+    return validate
+
+
 def run(cfg: Config, *, resume: bool = False) -> Path:
     """Train the segmentation model and return the path of its weights.
 
@@ -171,10 +215,11 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
 
     settings = LoopSettings(epochs=ts.epochs, steps_per_epoch=steps_per_epoch, poly_power=ts.poly_power,
                             amp=ts.amp, log_every=ts.log_every, max_steps=ts.max_steps, global_batch=ts.batch_size,
-                            trace=cfg.engine.trace_ranks)
-    weights = train(model, optimizer, batches, step, settings, out_dir, device=device, resume=resume)
+                            trace=cfg.engine.trace_ranks, tensorboard=cfg.engine.tensorboard)
     spec = SegmentationSpec(ts.architecture, seg_backbone(cfg), ts.output_stride, tuple(dataset.class_names),
                             IMAGENET_MEAN, IMAGENET_STD)
+    weights = train(model, optimizer, batches, step, settings, out_dir, device=device, resume=resume,
+                    on_epoch_end=validation(cfg, net, spec, device, out_dir))
     if current.is_main:
         save_segmentation_weights(weights, net, spec)  # the loop's weights again, now with what predict needs
     barrier()  # the final weights exist before any rank reads them
