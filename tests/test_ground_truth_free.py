@@ -84,6 +84,10 @@ def test_a_folder_of_tagged_photos_without_masks_runs_end_to_end(tiny_cfg, tmp_p
     assert "eval-cam skipped" in out and "eval-seg skipped" in out
     rows = dict(re.split(r"\s{2,}", line)[:2] for line in format_status(tmp_path / "work").splitlines()[1:])
     assert rows == {name: "no masks" if name in EVAL_SPLITS else "done" for name in cli.STAGES}
+    report = (tmp_path / "work" / "report.html").read_text()
+    assert '<section id="gallery">' in report and "CAM: " in report and 'class="legend"' in report
+    pages = (tmp_path / "work" / "gallery" / "index.html").read_text()
+    assert '"synth_000000": 1' in pages and "neg_a" not in pages  # tagged images only
     cfg = load_config(tmp_path / "work" / "config.yaml")
     negatives = [i for i, r in enumerate(training_dataset(cfg).records) if r.id.startswith("neg_")]
     assert len(negatives) == 2  # segmentation trains on the untagged images ...
