@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
     demo.set_defaults(command="demo")
     _add_predict_parsers(sub)
+    _add_data_parsers(sub)
     from .pipeline.commands import add_parsers as add_pipeline_parsers  # run, status, sweep
 
     add_pipeline_parsers(sub)
@@ -142,6 +143,34 @@ def _add_predict_parsers(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--format", dest="fmt", choices=("onnx", "torchscript"), required=True)
     export.add_argument("--out", type=Path, required=True, help="output file")
     export.set_defaults(command="export")
+
+
+def _add_data_parsers(sub: argparse._SubParsersAction) -> None:
+    """``rpnet check-data``: the dataset a config names, checked before a run."""
+    check = sub.add_parser(
+        "check-data", help="check the dataset a config names: what a run would trip on, in seconds",
+        description="Read every image and mask of data.train_split and data.eval_split as a run would and report "
+                    "images per class, untagged and unreadable images, sizes, masks and overlapping splits. "
+                    "Exit status 1 when something would stop a run; warnings do not.",
+    )
+    check.add_argument("config", type=Path, help="YAML config file (e.g. configs/synthetic.yaml)")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set data.root=photos (repeatable)")
+    check.add_argument("--json", type=Path, metavar="PATH", help="also write the findings as JSON to PATH")
+    check.set_defaults(command="check-data")
+
+
+def _run_check_data(args: argparse.Namespace) -> None:
+    from .check_data import check_data, findings_json, format_findings
+    from .config import load_config
+    from .io import write_json
+
+    findings = check_data(load_config(args.config, args.overrides), config=str(args.config))
+    print(format_findings(findings))
+    if args.json is not None:
+        write_json(args.json, findings_json(findings))
+    if not findings.ok:
+        raise RpnetError(f"check-data: {len(findings.errors)} error(s) above would stop a run")
 
 
 def _run_predict(args: argparse.Namespace) -> None:
@@ -209,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_predict(args)
         elif args.command == "export":
             _run_export(args)
+        elif args.command == "check-data":
+            _run_check_data(args)
         elif args.command in ("run", "status", "sweep"):
             from .pipeline.commands import run_command
 
