@@ -298,14 +298,6 @@ def assess(
 # --------------------------------------------------------------------------- the check
 
 
-def load_split(data: DataConfig, name: str) -> tuple[TaggedImages | None, str | None]:
-    """Split ``name`` as a run loads it, with masks, untagged images kept; or the loader's error."""
-    try:
-        return build_dataset(data, name, masks=True), None
-    except RpnetError as exc:
-        return None, str(exc)
-
-
 @contextlib.contextmanager
 def quiet(logger: str) -> Iterator[None]:
     """Raise ``logger``'s level to ERROR for the block: what it would log, the report says."""
@@ -316,6 +308,15 @@ def quiet(logger: str) -> Iterator[None]:
         yield
     finally:
         log.setLevel(level)
+
+
+def load_split(data: DataConfig, name: str) -> tuple[TaggedImages | None, str | None]:
+    """Split ``name`` as a run loads it, with masks, untagged images kept; or the loader's error."""
+    try:
+        with quiet("rpnet.data"):  # e.g. the folder loader's "no split file": the report says it
+            return build_dataset(data, name, masks=True), None
+    except RpnetError as exc:
+        return None, str(exc)
 
 
 def stage_check_errors(cfg: Config) -> list[str]:
