@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
     demo.set_defaults(command="demo")
     _add_predict_parsers(sub)
+    _add_data_parsers(sub)
     from .pipeline.commands import add_parsers as add_pipeline_parsers  # run, status, sweep
 
     add_pipeline_parsers(sub)
@@ -143,6 +144,54 @@ def _add_predict_parsers(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--format", dest="fmt", choices=("onnx", "torchscript"), required=True)
     export.add_argument("--out", type=Path, required=True, help="output file")
     export.set_defaults(command="export")
+
+
+def _add_data_parsers(sub: argparse._SubParsersAction) -> None:
+    """``rpnet check-data`` (the dataset a config names, checked before a run) and ``rpnet export-masks``."""
+    check = sub.add_parser(
+        "check-data", help="check the dataset a config names: what a run would trip on, in seconds",
+        description="Read every image and mask of data.train_split and data.eval_split as a run would and report "
+                    "images per class, untagged and unreadable images, sizes, masks and overlapping splits. "
+                    "Exit status 1 when something would stop a run; warnings do not.",
+    )
+    check.add_argument("config", type=Path, help="YAML config file (e.g. configs/synthetic.yaml)")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set data.root=photos (repeatable)")
+    check.add_argument("--json", type=Path, metavar="PATH", help="also write the findings as JSON to PATH")
+    check.set_defaults(command="check-data")
+
+    masks = sub.add_parser(
+        "export-masks", help="export a run's pseudo masks for review in a labelling tool (PNG or COCO)",
+        description="png: OUT/masks/<image name>.png (VOC palette) and OUT/classes.txt; coco: OUT/instances.json, "
+                    "one RLE annotation per class present in each image.",
+    )
+    masks.add_argument("work_dir", type=Path, help="the work dir where make-pseudo ran")
+    masks.add_argument("--out", type=Path, required=True, help="output folder")
+    masks.add_argument("--format", dest="fmt", choices=("png", "coco"), default="png", help="default: png")
+    masks.set_defaults(command="export-masks")
+
+
+def _run_check_data(args: argparse.Namespace) -> None:
+    from .check_data import check_data, findings_json, format_findings
+    from .config import load_config
+    from .io import write_json
+
+    findings = check_data(load_config(args.config, args.overrides), config=str(args.config))
+    print(format_findings(findings))
+    if args.json is not None:
+        write_json(args.json, findings_json(findings))
+    if not findings.ok:
+        raise RpnetError(f"check-data: {len(findings.errors)} error(s) above would stop a run")
+
+
+def _run_export_masks(args: argparse.Namespace) -> None:
+    from .mask_export import export_masks
+
+    written, count, missing = export_masks(args.work_dir, args.out, args.fmt)
+    print(f"{count} pseudo masks exported to {written}")
+    if missing:
+        print(f"{len(missing)} images of the split have no pseudo mask yet (make-pseudo unfinished?): "
+              f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}")
 
 
 def _run_predict(args: argparse.Namespace) -> None:
@@ -215,6 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_predict(args)
         elif args.command == "export":
             _run_export(args)
+        elif args.command == "check-data":
+            _run_check_data(args)
+        elif args.command == "export-masks":
+            _run_export_masks(args)
         elif args.command in ("run", "status", "sweep"):
             from .pipeline.commands import run_command
 
