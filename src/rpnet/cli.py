@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import RpnetError
+from .pipeline.commands import add_config_arguments
 
 # Pipeline order (docs/method.md). Each module has ``main(cfg: Config, *, resume: bool)``.
 STAGES: dict[str, str] = {
@@ -64,11 +65,7 @@ positive_float = _bounded(float, 0.0, strict=True)
 
 def _add_stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help=STAGE_HELP.get(name, ""), description=STAGE_HELP.get(name, ""))
-    p.add_argument("config", type=Path, help="YAML config file (e.g. configs/synthetic.yaml)")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config key, e.g. --set model.backbone=resnet101 (repeatable)",
-    )
+    add_config_arguments(p, override="model.backbone=resnet101")
     p.add_argument("--resume", action="store_true",
                    help="training stages: continue from the last checkpoint (per-image stages always skip finished images)")
     p.set_defaults(command="stage", stage=name)
@@ -110,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(command="demo")
     _add_predict_parsers(sub)
     _add_data_parsers(sub)
-    from .pipeline.commands import add_parsers as add_pipeline_parsers  # run, status, sweep
+    from .pipeline.commands import add_parsers as add_pipeline_parsers  # run, status, sweep (its own module)
 
     add_pipeline_parsers(sub)
     return parser
@@ -154,9 +151,7 @@ def _add_data_parsers(sub: argparse._SubParsersAction) -> None:
                     "images per class, untagged and unreadable images, sizes, masks and overlapping splits. "
                     "Exit status 1 when something would stop a run; warnings do not.",
     )
-    check.add_argument("config", type=Path, help="YAML config file (e.g. configs/synthetic.yaml)")
-    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config key, e.g. --set data.root=photos (repeatable)")
+    add_config_arguments(check, "configs/folder.yaml", "data.root=photos")
     check.add_argument("--json", type=Path, metavar="PATH", help="also write the findings as JSON to PATH")
     check.set_defaults(command="check-data")
 

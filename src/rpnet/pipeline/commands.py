@@ -8,6 +8,19 @@ from pathlib import Path
 REPORT_NAME = "report.html"
 
 
+def add_config_arguments(parser: argparse.ArgumentParser, example: str = "configs/synthetic.yaml",
+                         override: str = "model.prototypes=false", every_run: bool = False) -> None:
+    """The ``CONFIG`` argument and the repeatable ``--set KEY=VALUE`` of every command that reads a config."""
+    parser.add_argument("config", type=Path, help=f"YAML config file (e.g. {example})")
+    add_override_argument(parser, override, every_run)
+
+
+def add_override_argument(parser: argparse.ArgumentParser, example: str, every_run: bool = False) -> None:
+    where = " in every run" if every_run else ""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config key{where}, e.g. --set {example} (repeatable)")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``run``, ``status`` and ``sweep`` to the ``rpnet`` subcommands (each sets ``command``)."""
     run = sub.add_parser(
@@ -16,9 +29,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "unchanged is skipped, a changed one reruns with everything below it, and a stage killed "
                     "half-way is continued. Ends with WORK_DIR/report.html and the status table.",
     )
-    run.add_argument("config", type=Path, help="YAML config file (e.g. configs/voc.yaml)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config key, e.g. --set model.prototypes=false (repeatable)")
+    add_config_arguments(run, "configs/voc.yaml")
     run.add_argument("--from", dest="start", metavar="STAGE", help="rerun this stage and every later one")
     run.add_argument("--until", metavar="STAGE", help="stop after this stage")
     run.set_defaults(command="run")
@@ -34,8 +45,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "OUT/table.md, table.csv and table.json in the layout of the paper's table.",
     )
     sweep.add_argument("sweep", type=Path, help="sweep file (e.g. configs/sweeps/table2_fraction.yaml)")
-    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config key in every run, e.g. --set data.root=/data/VOC2012 (repeatable)")
+    add_override_argument(sweep, "data.root=/data/VOC2012", every_run=True)
     sweep.add_argument("--out", type=Path, help="output folder (default: work_dirs/<sweep file name>)")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs and their overrides, run nothing")
     sweep.set_defaults(command="sweep")
