@@ -139,7 +139,8 @@ def test_untagged_image_is_a_warning_and_left_out_of_training(folder):
     assert train.training_images == 7
     # synth_000005 was "car person": one car and one person fewer.
     assert train.per_class == {**TRAIN_COUNTS, "car": 1, "person": 2}
-    assert ("split 'train': 1 of 8 images have no tag and are left out of classifier training: synth_000005"
+    assert ("split 'train': 1 of 8 images have no tag and are left out of classifier training; train-seg learns them "
+            "as background (train_seg.untagged): synth_000005"
             in findings.warnings)
 
 

@@ -229,7 +229,7 @@ def examples(ids: Sequence[str]) -> str:
 
 def assess(
     findings: DataFindings, *, resize_long: tuple[int, int], fraction: float,
-    eval_stages: dict[str, list[str]], folder_split_files: dict[str, str],
+    eval_stages: dict[str, list[str]], folder_split_files: dict[str, str], untagged_as_background: bool = True,
 ) -> DataFindings:
     """Sort what the splits hold into ``findings.errors``, ``warnings`` and ``notes`` (appended).
 
@@ -271,8 +271,10 @@ def assess(
                             f"sees objects far larger than training did, and every per-image stage is slow; resize "
                             f"them first: {examples(train.large)}")
         if train.untagged:
+            use = ("train-seg learns them as background (train_seg.untagged)" if untagged_as_background
+                   else "train-seg leaves them out too (train_seg.untagged: drop)")
             warnings.append(f"split {train.name!r}: {len(train.untagged)} of {count(train.images, 'image')} have no tag and are "
-                            f"left out of classifier training: {examples(train.untagged)}")
+                            f"left out of classifier training; {use}: {examples(train.untagged)}")
         if fraction < 1.0:
             notes.append(f"data.fraction {fraction:g}: the classifier trains on {train.training_images} of "
                          f"{train.images - len(train.untagged)} tagged images")
@@ -371,6 +373,7 @@ def check_data(cfg: Config, config: str = "", workers: int | None = None) -> Dat
     for stage, split_of in EVAL_SPLITS.items():
         eval_stages.setdefault(split_of(cfg), []).append(stage)
     assess(findings, resize_long=resize_long, fraction=data.fraction, eval_stages=eval_stages,
+           untagged_as_background=cfg.train_seg.untagged == "background",
            folder_split_files=split_files)
     train = splits[0]
     if train.error is None and train.training_images:

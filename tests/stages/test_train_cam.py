@@ -1,10 +1,12 @@
 """train-cam end to end on a tiny synthetic set: outputs, determinism, the baseline switch."""
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
 from rpnet.config import load_config
+from rpnet.errors import ConfigError
 from rpnet.io import read_jsonl
 from rpnet.models.backbones import build_backbone
 from rpnet.stages import train_cam
@@ -55,3 +57,12 @@ def test_block2_is_trained_from_scratch_and_detached_with_imagenet_weights(tiny_
     assert _block_grads(train_cam.build_classifier(pretrained.model, 6)) == (False, False, True)
     forced = tiny_cfg("model.prototypes=false", "model.detach_block2=true")
     assert _block_grads(train_cam.build_classifier(forced.model, 6)) == (False, False, True)
+
+
+def test_check_refuses_missing_imagenet_weights_and_a_batch_the_data_cannot_fill(tiny_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=f"model.pretrained {tmp_path / 'r50.pth'} not found.*pretrained=null"):
+        train_cam.check(tiny_cfg(f"model.pretrained={tmp_path / 'r50.pth'}"))
+    # 8 tagged images; a batch of 32 in groups of 2 draws 16 anchors
+    with pytest.raises(ConfigError, match="needs at least 16 anchor images .* there are 8 training images"):
+        train_cam.check(tiny_cfg("train_cam.batch_size=32"))
+    train_cam.check(tiny_cfg("train_cam.batch_size=16"))  # 8 anchors: fits

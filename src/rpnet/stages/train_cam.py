@@ -79,7 +79,12 @@ def load_classifier_backbone(backbone: nn.Module, work_dir: Path, *, missing_hin
 
 
 def check(cfg: Config) -> None:
-    """What can be checked before any stage runs: the batch fits the training images."""
+    """What can be checked before any stage runs: the ImageNet weights are there, the batch fits the
+    training images."""
+    if cfg.model.pretrained is not None and not Path(cfg.model.pretrained).is_file():
+        raise ConfigError(f"model.pretrained {cfg.model.pretrained} not found: ImageNet weights are not downloaded "
+                          "(README \"ImageNet weights\"); give their path, or model.pretrained=null to train the "
+                          "backbone from scratch")
     check_batch("train_cam.batch_size", cfg.train_cam.batch_size, len(training_images(cfg)),
                 cfg.train_cam.batch_size // cfg.model.group_size)
 
