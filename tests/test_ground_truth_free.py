@@ -56,7 +56,7 @@ def test_the_pipeline_without_masks_writes_the_same_bytes_and_only_eval_stages_r
     overrides = [o for o in TINY if not o.startswith("device")] + ["data.num_workers=0", "ir_label.workers=0"]
     first = run_pipeline(tiny_cfg(*overrides, f"data.root={with_masks}", f"work_dir={tmp_path / 'a'}"))
     assert [r.action for r in first] == ["ran"] * len(cli.STAGES)
-    assert readers and set(readers) <= {name.replace("-", "_") for name in EVAL_SPLITS}, readers
+    assert readers and set(readers) <= {"eval_cam", "eval_pseudo", "eval_seg"}, readers
 
     readers.clear()
     second = run_pipeline(tiny_cfg(*overrides, f"data.root={without}", f"work_dir={tmp_path / 'b'}"))
@@ -81,7 +81,7 @@ def test_a_folder_of_tagged_photos_without_masks_runs_end_to_end(tiny_cfg, tmp_p
     save_config(tiny_cfg(*TINY, "data.format=folder", f"data.root={root}", f"work_dir={tmp_path / 'work'}"), config)
     assert cli.main(["run", str(config)]) == 0
     out = capsys.readouterr().out
-    assert "eval-cam skipped" in out and "eval-seg skipped" in out
+    assert "eval-cam skipped" in out and "eval-pseudo skipped" in out and "eval-seg skipped" not in out
     rows = dict(re.split(r"\s{2,}", line)[:2] for line in format_status(tmp_path / "work").splitlines()[1:])
     assert rows == {name: "no masks" if name in EVAL_SPLITS else "done" for name in cli.STAGES}
     report = (tmp_path / "work" / "report.html").read_text()

@@ -255,8 +255,11 @@ def assess(
                          "in images/")
         if split.with_mask == 0:
             stages = eval_stages.get(split.name, [])
-            which = f" ({', '.join(stages)})" if stages else ""
-            notes.append(f"{label}: no masks: evaluation stages will be skipped{which}; fine for your own photos")
+            if stages:
+                notes.append(f"{label}: no masks: evaluation stages will be skipped ({', '.join(stages)}); "
+                             "fine for your own photos")
+            if "eval" in split.role:
+                notes.append(f"{label}: no masks: eval-seg writes the model's predictions for it without scoring them")
         elif split.with_mask < split.images:
             notes.append(f"{label}: {split.with_mask} of {split.images} images have a mask; the others are not scored")
     train = next((s for s in loaded if "train" in s.role), None)

@@ -288,7 +288,7 @@ class TrainSegConfig:
     # Images of the split without tags: "background" trains on them as all-background examples (their
     # pseudo masks are background: no tag, no CAM); "drop" leaves them out, as the classifier does.
     untagged: Literal["background", "drop"] = "background"
-    # Score the model on eval_seg's split (one scale, its images with masks) every this many epochs: val_miou
+    # Score the model on data.eval_split (one scale, its images with masks) every this many epochs: val_miou
     # in log.jsonl and the report, the best epoch's weights kept as best.safetensors. 0: never; no masks: never.
     val_every: Count = 1
     architecture: Literal["deeplab_largefov", "deeplabv3plus"] = "deeplab_largefov"

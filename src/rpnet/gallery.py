@@ -77,10 +77,18 @@ def image_panels(work_dir: Path, record, class_names: Sequence[str]) -> list[Pan
 
     boundary = boundary_dir(work_dir) / f"{record.id}.png"
     panels += [Panel("confident labels", labels(label_dir(work_dir) / f"{record.id}.png")),
-               Panel("boundaries", np.repeat(load_mask(boundary)[..., None], 3, axis=2) if readable(boundary) else None),
+               Panel("boundaries", grey_at(load_mask(boundary), image.shape[:2]) if readable(boundary) else None),
                Panel("pseudo mask", labels(mask_dir(work_dir) / f"{record.id}.png")),
                Panel("prediction", labels(prediction_dir(work_dir) / f"{record.id}.png"))]
     return panels
+
+
+def grey_at(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An (h, w) uint8 map (e.g. boundaries at stride 4) as an (H, W, 3) grey picture at the image's size."""
+    from PIL import Image
+
+    picture = Image.fromarray(np.asarray(values, dtype=np.uint8)).resize((size[1], size[0]), Image.NEAREST)
+    return np.repeat(np.asarray(picture)[..., None], 3, axis=2)
 
 
 def thumbnail_png(pixels: np.ndarray) -> bytes:

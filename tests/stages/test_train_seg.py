@@ -92,7 +92,7 @@ def test_backbone_init_auto_and_classifier(tiny_cfg, write_classifier):
 
 def test_validation_logs_val_miou_keeps_the_best_epoch_and_changes_no_weight(tiny_cfg):
     # 8 training images in batches of 4: 2 steps per epoch; validation after epochs 2 and 3 (the last)
-    settings = (*FAST, "train_seg.labels=gt", "train_seg.epochs=3", "eval_seg.split=val")
+    settings = (*FAST, "train_seg.labels=gt", "train_seg.epochs=3")  # validated on data.eval_split, val
     plain = train_seg.run(tiny_cfg(*settings, "work_dir=" + str(tiny_cfg().work_dir.parent / "plain")))
     cfg = tiny_cfg(*settings, "train_seg.val_every=2")
     weights = train_seg.run(cfg)

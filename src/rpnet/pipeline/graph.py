@@ -45,12 +45,12 @@ GRAPH: dict[str, StageSpec] = {
     "eval-seg": StageSpec(("train-seg",), ("data", "eval_seg")),
 }
 
-# The stages that score against ground truth, and the split each scores: `rpnet run` skips one, with a
+# The stages that only score against ground truth, and the split each scores: `rpnet run` skips one, with a
 # one-line note, when its split has no masks (a user's own photos), and no other stage reads their outputs.
+# eval-seg is not one of them: without masks it still writes the model's predictions for its split.
 EVAL_SPLITS: dict[str, Callable[[Config], str]] = {
     "eval-cam": lambda cfg: cfg.eval_cam.split or cfg.data.train_split,
     "eval-pseudo": lambda cfg: cfg.eval_pseudo.split or cfg.data.train_split,
-    "eval-seg": lambda cfg: cfg.eval_seg.split or cfg.data.eval_split,
 }
 
 # Keys that change how fast or where a stage runs, not what it writes: a change reruns nothing.

@@ -15,7 +15,7 @@ the classifier when its weights exist, else scratch.
 
 Writes ``WORK_DIR/train_seg/``: ``model.safetensors`` (final weights, with the metadata
 ``rpnet predict`` needs, see :mod:`rpnet.predict`), ``last.pt`` (resumable checkpoint),
-``log.jsonl`` and ``config.yaml``; where eval-seg's split has masks, ``val_miou`` every
+``log.jsonl`` and ``config.yaml``; where ``data.eval_split`` has masks, ``val_miou`` every
 ``train_seg.val_every`` epochs in the log and ``best.safetensors`` (the best epoch's weights).
 """
 
@@ -139,11 +139,11 @@ def check(cfg: Config) -> None:
 
 def validation(cfg: Config, net: nn.Module, spec: SegmentationSpec, device: torch.device,
                out_dir: Path) -> Callable[[Progress], dict[str, float]] | None:
-    """The epoch-end check of ``train_seg.val_every``: mIoU of the model on eval-seg's split (one scale,
+    """The epoch-end check of ``train_seg.val_every``: mIoU of the model on ``data.eval_split`` (one scale,
     no flip, no CRF; the images that have masks), and the best epoch's weights kept as ``best.safetensors``.
     None when it is off or the split has no masks. Under torchrun each rank scores its share."""
     every = cfg.train_seg.val_every
-    split = cfg.eval_seg.split or cfg.data.eval_split
+    split = cfg.data.eval_split
     if not every:
         return None
     try:
