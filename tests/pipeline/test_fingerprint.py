@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from rpnet.config import load_config
 from rpnet.pipeline.fingerprint import data_files, data_fingerprint, digest, stage_fingerprints
 
@@ -48,3 +50,15 @@ def test_the_dataset_fingerprint_lists_the_split_files_and_sees_them_change(tiny
         os.utime(split, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert data_fingerprint(cfg.data) == before
     assert data_fingerprint(load_config(None, [f"data.root={tiny_voc}", "data.fraction=0.5"]).data) != before
+
+
+def test_every_dataset_format_has_its_index_files_and_a_missing_one_is_an_error(monkeypatch):
+    from rpnet.config import DataConfig
+    from rpnet.data.build import LOADERS
+    from rpnet.errors import ConfigError
+    from rpnet.pipeline import fingerprint
+
+    assert set(fingerprint.DATA_INDEX_FILES) == set(LOADERS)
+    monkeypatch.delitem(fingerprint.DATA_INDEX_FILES, "folder")
+    with pytest.raises(ConfigError, match="'folder' lists no index files"):
+        fingerprint.data_files(DataConfig(format="folder"))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, DataConfig, to_dict
+from ..errors import ConfigError
 from .graph import RUNTIME_KEYS, stage_order, stage_spec
 
 FINGERPRINT_CHARS = 16  # of the sha256 hex digest; 64 bits tell runs of one work dir apart
@@ -46,7 +47,10 @@ def _listing(root: Path | None, patterns: tuple[str, ...]) -> list[list[Any]]:
 
 def data_files(data: DataConfig) -> dict[str, list[list[Any]]]:
     """The index files of the dataset as ``{"root": [[name, size, mtime_ns], ...], ...}``."""
-    listing = {"root": _listing(data.root and Path(data.root), DATA_INDEX_FILES.get(data.format, ()))}
+    if data.format not in DATA_INDEX_FILES:  # never a silent skip: a changed split would look unchanged
+        raise ConfigError(f"data.format {data.format!r} lists no index files in "
+                          "rpnet.pipeline.fingerprint.DATA_INDEX_FILES, so `rpnet run` could not see its splits change")
+    listing = {"root": _listing(data.root and Path(data.root), DATA_INDEX_FILES[data.format])}
     if data.sbd_root is not None:
         listing["sbd_root"] = _listing(Path(data.sbd_root), SBD_INDEX_FILES)
     if data.classes is not None and Path(data.classes).is_file():
