@@ -1,6 +1,6 @@
 import numpy as np
 
-from rpnet.metrics import ConfusionMatrix, per_class_iou
+from rpnet.metrics import ConfusionMatrix, RegionRates, per_class_iou
 
 
 def test_confusion_matrix_counts_and_iou_by_hand():
@@ -30,3 +30,16 @@ def test_merge_adds():
     b.update(np.array([1]), np.array([1]))
     a.merge(b)
     np.testing.assert_array_equal(a.matrix, [[1, 0], [1, 1]])
+
+
+def test_region_rates_by_hand():
+    # regions: 1 part, 2 body (object regions), 3 context, 4 other background; 255 in parts is not counted
+    gt = np.array([[1, 1, 1, 0], [0, 0, 0, 0]])
+    parts = np.array([[1, 2, 2, 3], [3, 4, 4, 255]])
+    pred = np.array([[1, 1, 0, 1], [0, 2, 0, 1]])
+    rates = RegionRates(4, objects=(1, 2))
+    rates.update(gt, pred, parts)
+    # part: 1 of 1 found; body: 1 of 2; context: 1 of 2 pixels labelled foreground; other: 1 of 2
+    assert rates.counts.tolist() == [[0, 0], [1, 1], [2, 1], [2, 1], [2, 1]]
+    np.testing.assert_allclose(rates.rates()[1:], [1.0, 0.5, 0.5, 0.5])
+    assert np.isnan(RegionRates(4, objects=(1, 2)).rates()[1])  # no pixel: no rate

@@ -51,6 +51,40 @@ class ConfusionMatrix:
         return float(np.trace(self.matrix) / total) if total else 0.0
 
 
+class RegionRates:
+    """Which pixels a label map finds and which it spills onto, by region of a part map.
+
+    ``parts`` (H, W) labels each pixel with a region 1..R (0 or ``ignore_index``: not counted; the
+    synthetic generator's :func:`rpnet.data.synthetic.part_map`: distinctive part, rest of the object,
+    co-occurring background, other background). Per region it counts the pixels and the *hits*: on an
+    object region (``objects``) a pixel whose prediction is its ground-truth class, on a background
+    region one predicted as any foreground class (a false positive). ``counts`` is (R + 1, 2)
+    [pixels, hits]; counts from several images or ranks add up.
+    """
+
+    def __init__(self, num_regions: int, objects: Sequence[int], ignore_index: int = IGNORE_INDEX) -> None:
+        self.objects = frozenset(objects)
+        self.ignore_index = ignore_index
+        self.counts = np.zeros((num_regions + 1, 2), dtype=np.int64)
+
+    def update(self, gt: np.ndarray, pred: np.ndarray, parts: np.ndarray) -> None:
+        gt, pred, parts = (np.asarray(a).astype(np.int64).ravel() for a in (gt, pred, parts))
+        if not gt.shape == pred.shape == parts.shape:
+            raise ValueError(f"ground truth, prediction and parts have {gt.size}, {pred.size}, {parts.size} pixels")
+        keep = (parts > 0) & (parts < len(self.counts)) & (parts != self.ignore_index) & (gt != self.ignore_index)
+        on_object = np.isin(parts, list(self.objects))
+        hit = np.where(on_object, pred == gt, (pred != 0) & (pred != self.ignore_index))
+        n = len(self.counts)
+        self.counts[:, 0] += np.bincount(parts[keep], minlength=n)
+        self.counts[:, 1] += np.bincount(parts[keep], weights=hit[keep], minlength=n).astype(np.int64)
+
+    def rates(self) -> np.ndarray:
+        """(R + 1,) hits / pixels per region (index 0 unused); NaN for a region with no pixel."""
+        pixels = self.counts[:, 0].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(pixels > 0, self.counts[:, 1] / pixels, np.nan)
+
+
 def per_class_iou(cm: ConfusionMatrix, class_names: Sequence[str]) -> dict[str, float | None]:
     """{name: IoU in percent} (the ``*_per_class`` entries of metrics.json); None where the class never occurs."""
     return {name: (None if np.isnan(v) else round(float(v) * 100, 2)) for name, v in zip(class_names, cm.iou())}

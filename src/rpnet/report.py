@@ -44,6 +44,10 @@ RUN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 METRIC_ROWS = (
     ("cam_miou", "CAM mIoU (%)", "{:.2f}"),
     ("cam_threshold", "CAM background threshold", "{:.2f}"),
+    ("cam_part_recall", "CAM recall of distinctive parts (%)", "{:.1f}"),
+    ("cam_body_recall", "CAM recall of the rest of objects (%)", "{:.1f}"),
+    ("cam_context_fp", "CAM on co-occurring background (%)", "{:.1f}"),
+    ("cam_background_fp", "CAM on other background (%)", "{:.1f}"),
     ("pseudo_miou", "pseudo-label mIoU (%)", "{:.2f}"),
     ("seg_miou", "segmentation mIoU (%)", "{:.2f}"),
     ("seg_miou_crf", "segmentation mIoU with CRF (%)", "{:.2f}"),

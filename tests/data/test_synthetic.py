@@ -10,15 +10,21 @@ from pycocotools import mask as mask_utils
 
 from rpnet.cli import main
 from rpnet.data.synthetic import (
+    BG_CONTEXT,
+    BG_OTHER,
     CLASS_NAMES,
     CLASSES,
     CONTEXT_PROB,
     CONTEXTS,
     HEAD_AREA_FRACTION,
+    PART_BODY,
+    PART_DIR,
+    PART_HEAD,
     PROFILES,
     STRAY_CONTEXT_PROB,
     SynthSpec,
     generate,
+    part_map,
     render_indexed,
     render_sample,
     sample_id,
@@ -354,3 +360,35 @@ def test_coco_round_trip_through_the_loader(tmp_path):
         assert set(record.tags) == {o.class_index for o in sample.objects}
         known = sample.mask != IGNORE_INDEX  # COCO has no ignore band
         np.testing.assert_array_equal(masks(record)[known], sample.mask[known])
+
+
+def test_part_map_by_hand():
+    # a 3x4 scene: one object (label 2) on the right with its head in the top-right corner, an ignore pixel,
+    # and a context band over the left column
+    mask = np.array([[0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 255, 2]], np.uint8)
+    head = np.zeros((3, 4), bool)
+    head[0, 3] = True
+    head[0, 0] = True  # drawn under the background there: not a visible head pixel
+    context = np.zeros((3, 4), bool)
+    context[:, 0] = True
+    assert part_map(mask, [head], context).tolist() == [[BG_CONTEXT, BG_OTHER, PART_BODY, PART_HEAD],
+                                                        [BG_CONTEXT, BG_OTHER, PART_BODY, PART_BODY],
+                                                        [BG_CONTEXT, BG_OTHER, IGNORE_INDEX, PART_BODY]]
+
+
+def test_written_part_maps_agree_with_the_masks_and_mark_context_only_where_its_class_is_present(voc_root):
+    seen_context = False
+    for index in range(N_TRAIN):
+        sample = render_indexed(3, index, SIZE)
+        parts = load_mask(voc_root / PART_DIR / f"{sample_id(index)}.png")
+        mask = load_mask(voc_root / "SegmentationClass" / f"{sample_id(index)}.png")
+        assert np.array_equal(parts, sample.parts)
+        assert np.array_equal(parts == IGNORE_INDEX, mask == IGNORE_INDEX)
+        assert np.array_equal(np.isin(parts, [PART_HEAD, PART_BODY]), (mask != 0) & (mask != IGNORE_INDEX))
+        present = {o.class_index for o in sample.objects}
+        if (parts == BG_CONTEXT).any():
+            seen_context = True
+            assert sample.context in present
+        for obj in sample.objects:  # every head pixel that shows is a part pixel
+            assert (parts[obj.head & obj.visible & (mask != IGNORE_INDEX)] == PART_HEAD).all()
+    assert seen_context

@@ -86,3 +86,20 @@ def test_only_the_images_with_masks_are_scored_and_every_image_is_calibrated(tin
     # the calibration saw every CAM value of all 8 images: K classes x 64 x 64 per image
     pixels = sum(np.load(c)["high_res"].size for c in cams)
     assert sum(read_json(cfg.work_dir / "eval_cam" / "calibration.json")["evidence"]["cam_value_histogram"]) == pixels
+
+
+def test_region_figures_of_perfect_cams_and_of_cams_that_cover_everything(tiny_cfg):
+    # CAMs equal to the masks: every object pixel found, no background pixel taken
+    cfg = tiny_cfg("eval_cam.threshold=0.5")
+    write_cams_from_masks(cfg, 1.0)
+    metrics = eval_cam.run(cfg)
+    assert (metrics["cam_part_recall"], metrics["cam_body_recall"], metrics["cam_background_fp"]) == (100.0, 100.0, 0.0)
+    assert metrics["cam_context_fp"] in (0.0, None)  # None when no image shows a co-occurring context
+    # CAMs of 1 everywhere for every tag: all background is taken too
+    data = build_dataset(cfg.data, cfg.data.train_split, masks=True)
+    for i, rec in enumerate(data.records):
+        keys = np.array(sorted(rec.tags))
+        high = np.ones((len(keys), *data[i]["mask"].shape), np.float16)
+        save_npz(cam_dir(cfg.work_dir) / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
+    metrics = eval_cam.run(cfg)
+    assert metrics["cam_background_fp"] == 100.0

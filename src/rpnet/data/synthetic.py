@@ -48,7 +48,7 @@ part masks, and the context drawn); :func:`generate` writes a dataset in one of
 three layouts that the loaders of ``rpnet.data`` read:
 
 - ``voc``: ``JPEGImages/<id>.jpg``, ``Annotations/<id>.xml``,
-  ``SegmentationClass/<id>.png``, ``ImageSets/Segmentation/{train,val}.txt``,
+  ``SegmentationClass/<id>.png``, ``SegmentationPart/<id>.png`` (:func:`part_map`), ``ImageSets/Segmentation/{train,val}.txt``,
   ``classes.txt``;
 - ``coco``: ``{train,val}2014/<id>.jpg``, ``annotations/instances_{train,val}2014.json``
   (non-contiguous category ids, polygon or RLE instance masks of visible regions);
@@ -84,6 +84,10 @@ ID_PREFIX = "synth_"
 ID_DIGITS = 6
 MAX_IMAGES = 10**ID_DIGITS
 MIN_SIZE = 32  # below this a head is a pixel or two and its pattern is gone
+# What each pixel is (Sample.parts; VOC layout: SegmentationPart/<id>.png): an object's distinctive
+# part, the rest of it, background showing the context of a class in the image, other background.
+PART_HEAD, PART_BODY, BG_CONTEXT, BG_OTHER = 1, 2, 3, 4
+PART_DIR = "SegmentationPart"
 SYNTH_STREAM = 0x5E7D  # spawn key: keeps these streams apart from other seeded users of `seed`
 JPEG_QUALITY = 95
 
@@ -292,13 +296,15 @@ class Sample(NamedTuple):
     image: (H, W, 3) uint8 RGB. mask: (H, W) uint8, 0 background, ``k + 1`` for
     class index k, 255 the ignore band along object boundaries. objects: the
     visible object instances, bottom to top. context: the class index whose context
-    texture fills part of the background, or None for a generic background.
+    texture fills part of the background, or None for a generic background. parts: what each
+    pixel is (:func:`part_map`), for measuring which pixels a CAM finds and which it spills onto.
     """
 
     image: np.ndarray
     mask: np.ndarray
     objects: list[SynthObject]
     context: int | None
+    parts: np.ndarray  # (H, W) uint8: PART_HEAD, PART_BODY, BG_CONTEXT, BG_OTHER or 255 (ignore band)
 
 
 # --- small vectorised helpers -----------------------------------------------------
@@ -613,6 +619,7 @@ def render_sample(rng: np.random.Generator, size: int, spec: SynthSpec = DEFAULT
 
     # Background: the context of one of the image's classes, or of a stray class, or none.
     context: int | None = None
+    band = np.zeros((size, size), dtype=bool)
     if placed and rng.random() < spec.context_prob:
         present = sorted(set(placed))
         context = present[int(rng.integers(len(present)))]
@@ -638,20 +645,34 @@ def render_sample(rng: np.random.Generator, size: int, spec: SynthSpec = DEFAULT
 
     labels = np.array([0] + [cls + 1 for cls in placed], dtype=np.uint8)
     mask = labels[top]
-    band = _ignore_band(top)
-    mask[band] = IGNORE_INDEX
+    ignore = _ignore_band(top)
+    mask[ignore] = IGNORE_INDEX
 
     objects = []
     for j, (cls, geom) in enumerate(zip(placed, shapes)):
         visible = top == j + 1
-        if not (visible & ~band).any():
+        if not (visible & ~ignore).any():
             continue  # all of it is ignore band: no label says it is there, so no tag either
         rows, cols = np.nonzero(visible)
         objects.append(SynthObject(
             class_index=cls, name=CLASSES[cls].name, head=geom.head, body=geom.body, visible=visible,
             bbox=(int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())),
         ))
-    return Sample(image=image, mask=mask, objects=objects, context=context)
+    co_occurring = band if context is not None and context in placed else np.zeros_like(band)
+    return Sample(image=image, mask=mask, objects=objects, context=context,
+                  parts=part_map(mask, [o.head & o.visible for o in objects], co_occurring))
+
+
+def part_map(mask: np.ndarray, heads: Sequence[np.ndarray], context: np.ndarray) -> np.ndarray:
+    """(H, W) uint8: PART_HEAD where an object shows its distinctive part, PART_BODY on the rest of
+    each object, BG_CONTEXT on background that shows the context of a class in the image (the
+    co-occurring background a CAM spills onto), BG_OTHER on the rest of the background, 255 where
+    ``mask`` is ignore. ``mask`` (H, W) labels; ``heads``: (H, W) bool per object; ``context`` (H, W) bool."""
+    parts = np.where(mask == 0, np.where(context, BG_CONTEXT, BG_OTHER), PART_BODY).astype(np.uint8)
+    for head in heads:
+        parts[head & (mask != 0)] = PART_HEAD
+    parts[mask == IGNORE_INDEX] = IGNORE_INDEX
+    return parts
 
 
 def sample_id(index: int) -> str:
@@ -705,6 +726,7 @@ def _write_voc(out: Path, splits: dict[str, list[int]], seed: int, size: int, sp
             save_image(out / "JPEGImages" / f"{stem}.jpg", sample.image, quality=JPEG_QUALITY)
             atomic_write_text(out / "Annotations" / f"{stem}.xml", _voc_xml(stem, sample))
             save_mask(out / "SegmentationClass" / f"{stem}.png", sample.mask)
+            save_mask(out / PART_DIR / f"{stem}.png", sample.parts)
         atomic_write_text(out / "ImageSets" / "Segmentation" / f"{split}.txt", _lines([sample_id(i) for i in indices]))
     atomic_write_text(out / "classes.txt", _lines(_class_list(spec)))
 

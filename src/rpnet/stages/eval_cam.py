@@ -25,12 +25,13 @@ import numpy as np
 
 from .common import scored_dataset, stage_dir
 from ..data.build import build_dataset
+from ..data.synthetic import BG_CONTEXT, BG_OTHER, PART_DIR, PART_BODY, PART_HEAD
 from ..calibration import calibrated_value, resolve, write_calibration
 from ..config import AUTO, Config
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
 from ..errors import RpnetError
-from ..io import load_npz, update_metrics, write_json
-from ..metrics import ConfusionMatrix, format_iou_table, per_class_iou
+from ..io import load_mask, load_npz, update_metrics, write_json
+from ..metrics import ConfusionMatrix, RegionRates, format_iou_table, per_class_iou
 from ..ops.cam import cams_to_labels
 from ..viz import colorize, overlay, save_panels
 from .make_cam import cam_dir
@@ -74,6 +75,19 @@ def calibrate(cfg: Config, split: str, record_ids: list[str]) -> float:
     return resolve(configured, estimate)[0]
 
 
+# metrics.json key -> region of the synthetic generator's part maps (rpnet.data.synthetic.part_map), at the
+# threshold cam_miou is scored at: recall of an object's distinctive part and of the rest of it, and the
+# share of co-occurring-context and of other background pixels labelled foreground (false positives).
+REGION_METRICS = {"cam_part_recall": PART_HEAD, "cam_body_recall": PART_BODY, "cam_context_fp": BG_CONTEXT,
+                  "cam_background_fp": BG_OTHER}
+
+
+def part_dir(cfg: Config) -> Path | None:
+    """``DATA_ROOT/SegmentationPart/`` where a dataset written by ``rpnet synth`` (VOC layout) has it, else None."""
+    folder = Path(cfg.data.root) / PART_DIR if cfg.data.root is not None else None
+    return folder if cfg.data.format == "voc" and folder is not None and folder.is_dir() else None
+
+
 def cam_threshold(cfg: Config) -> float:
     """``eval_cam.threshold``, or for ``auto`` the threshold eval-cam calibrated (its calibration.json)."""
     if cfg.eval_cam.threshold != AUTO:
@@ -95,6 +109,8 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
     chosen = ConfusionMatrix(num_labels)
     matrices = [ConfusionMatrix(num_labels) for _ in thresholds]
     pictures = set(picture_indices(len(dataset), cfg.eval_cam.num_pictures))
+    parts_dir = part_dir(cfg)
+    regions = RegionRates(BG_OTHER, objects=(PART_HEAD, PART_BODY)) if parts_dir is not None else None
     shown = []
     for i in shard(range(len(dataset)), current):  # under torchrun each rank scores its share
         record = dataset.records[i]
@@ -106,7 +122,10 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
         gt, high = sample["mask"], cam["high_res"].astype(np.float32)
         if high.shape[1:] != gt.shape:
             raise RpnetError(f"{path}: CAM size {high.shape[1:]} differs from the mask's {gt.shape}")
-        chosen.update(gt, cams_to_labels(high, cam["keys"], threshold))
+        labels = cams_to_labels(high, cam["keys"], threshold)
+        chosen.update(gt, labels)
+        if regions is not None:
+            regions.update(gt, labels, load_mask(parts_dir / f"{record.id}.png"))
         for t, cm in zip(thresholds, matrices):
             cm.update(gt, cams_to_labels(high, cam["keys"], float(t)))
         if i in pictures:
@@ -122,6 +141,11 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
         save_picture(out_dir / "pictures" / f"{image_id}.png", image, high, keys, gt, threshold, dataset.class_names)
     metrics = {"cam_miou": round(miou, 2), "cam_threshold": threshold, "cam_miou_best": round(mious[best], 2),
                "cam_threshold_best": float(thresholds[best]), "cam_per_class": per_class}
+    if regions is not None:
+        regions.counts = all_reduce_sum(regions.counts)
+        rates = regions.rates()
+        metrics.update({key: None if np.isnan(rates[region]) else round(float(rates[region]) * 100, 2)
+                        for key, region in REGION_METRICS.items()})
     if current.is_main:
         write_json(out_dir / "sweep.json", {"thresholds": thresholds.tolist(), "miou": [round(m, 3) for m in mious],
                                             "threshold": threshold, "threshold_miou": round(miou, 3)})
@@ -130,6 +154,10 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
         print(format_iou_table(per_class, miou, f"CAM on {split} ({len(dataset)} images), {source} background "
                                                 f"threshold {threshold:g} (best by the ground truth: "
                                                 f"{thresholds[best]:g}, {mious[best]:.1f})"))
+        if regions is not None:
+            print("which pixels the CAM finds (%): distinctive part {cam_part_recall}, rest of the object "
+                  "{cam_body_recall}; background labelled foreground: co-occurring context {cam_context_fp}, "
+                  "other {cam_background_fp}".format(**metrics))
     barrier()
     return metrics
 
