@@ -31,7 +31,8 @@ def stage_on_stack() -> str | None:
 
 
 def outputs(work: Path) -> dict[str, bytes]:
-    found = {p.relative_to(work).as_posix(): p.read_bytes() for pattern in OUTPUTS for p in sorted(work.glob(pattern))}
+    found = {p.relative_to(work).as_posix(): p.read_bytes() for pattern in OUTPUTS for p in sorted(work.glob(pattern))
+             if not p.name.startswith(".")}  # pathlib's glob also matches hidden files
     for pattern in OUTPUTS:  # each kind of output is there: the comparison below is not vacuous
         assert any(Path(key).match(pattern) for key in found), f"{pattern} missing under {work}"
     return found

@@ -94,3 +94,15 @@ def test_truncated_files_are_unreadable_and_readers_name_them(tmp_path):
     png.write_bytes(png.read_bytes()[:100])
     with pytest.raises(DataError, match="a.png is unreadable"):
         io.load_mask(png)
+
+
+def test_remove_temporaries_deletes_what_a_killed_writer_left_and_nothing_else(tmp_path):
+    keep = ["a.npz", ".rpnet", ".rpnet.lock", "notes.tmp", ".hidden.txt"]
+    left = [".a.1f2e3d4c.tmp.npz", "sub/.b.k_9x2ab1.tmp.png", ".metrics.0a0b0c0d.tmp.json"]
+    for name in keep + left:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert io.remove_temporaries(tmp_path) == 3
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == sorted(keep)
+    with io.atomic_path(tmp_path / "c.npz") as tmp:  # the name atomic_path gives is one it removes
+        assert io.TEMPORARY_NAME.match(tmp.name)

@@ -171,7 +171,7 @@ class MakeCamConfig:
     scales: Scales = (1.0, 0.5, 1.5, 2.0)  # IRN's default
     flip: bool = True
     split: str | None = None  # None: data.train_split
-    batch_size: PositiveInt = 8  # images of one size inferred together
+    batch_size: PositiveInt = 8  # images per batch (fixed runs of images; those of one size inferred together)
 
 
 @dataclass(frozen=True)

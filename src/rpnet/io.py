@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import stat
 import zipfile
@@ -69,6 +70,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+# What atomic_path names its temporary files: ".<stem>.<8 random characters>.tmp<suffix>".
+TEMPORARY_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?$")
+
+
+def remove_temporaries(folder: str | Path) -> int:
+    """Delete the temporary files a killed writer left under ``folder`` (atomic_path cleans up after
+    itself, except when the process dies inside the ``with``); returns how many. Only while no
+    process writes there: a live writer's temporary file looks the same."""
+    folder = Path(folder)
+    stale = [p for p in folder.rglob(".*") if p.is_file() and TEMPORARY_NAME.match(p.name)] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import RpnetError
+from .io import remove_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def written_by_rpnet(config: Path) -> bool:
 @contextlib.contextmanager
 def writing(work: str | Path, *, main: bool = True, command: str | None = None) -> Iterator[Path]:
     """Claim and lock the work dir for a ``with`` block that writes into it (:func:`claim_work_dir`,
-    :func:`work_dir_lock`). ``main``: whether this process does (under torchrun, rank 0; the other
+    :func:`work_dir_lock`), and delete the temporary files a killed run left in it. ``main``: whether this process does (under torchrun, rank 0; the other
     ranks write only where rank 0 has made the folders). Yields the work dir."""
     work = Path(work)
     if not main:
@@ -183,4 +184,7 @@ def writing(work: str | Path, *, main: bool = True, command: str | None = None) 
         return
     claim_work_dir(work)
     with work_dir_lock(work, command):
+        removed = remove_temporaries(work)  # a killed writer's half-written files; none is writing now
+        if removed:
+            log.info("%s: removed %d temporary files left by a killed run", work, removed)
         yield work

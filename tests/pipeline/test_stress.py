@@ -89,5 +89,6 @@ def test_a_run_killed_in_every_stage_resumes_to_the_bytes_of_an_uninterrupted_ru
     assert len(killed_in) >= 5, killed_in
     assert {"train-cam", "train-irn", "train-seg"} <= set(killed_in), killed_in
     assert outputs(work) == outputs(tmp_path / "reference")
+    assert not [p for p in work.rglob(".*") if ".tmp" in p.name]  # no half-written file left by a kill
     metrics = [json.loads((w / "metrics.json").read_text()) for w in (work, tmp_path / "reference")]
     assert metrics[0] == metrics[1]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from rpnet.data.build import build_dataset
 from rpnet.errors import DataError
 from rpnet.io import load_npz, save_npz
 from rpnet.stages import eval_cam, make_cam, train_cam
@@ -27,14 +28,19 @@ def test_cam_files_per_image_shapes_and_normalisation(tiny_cfg, tiny_voc):
     assert sorted(f.stem for f in files) == sorted(ids)
 
 
-def test_rerun_skips_finished_images(tiny_cfg):
-    cfg = tiny_cfg("train_cam.max_steps=1")
+def test_rerun_skips_finished_batches_and_redoes_a_batch_with_a_missing_image_whole(tiny_cfg):
+    # batches of 2: (0, 1), (2, 3), ... of the 8 images, whatever is done already
+    cfg = tiny_cfg("train_cam.max_steps=1", "make_cam.batch_size=2")
     train_cam.run(cfg)
     out = make_cam.cam_dir(cfg.work_dir)
-    done = out / "synth_000000.npz"
-    save_npz(done, keys=np.array([0]), cam=np.zeros((1, 16, 16), np.float16), high_res=np.zeros((1, 64, 64), np.float16))
+    fake = dict(keys=np.array([0]), cam=np.zeros((1, 16, 16), np.float16), high_res=np.zeros((1, 64, 64), np.float16))
+    for stem in ("synth_000000", "synth_000001", "synth_000002"):  # batch (0, 1) complete, (2, 3) not
+        save_npz(out / f"{stem}.npz", **fake)
     make_cam.run(cfg)
-    assert load_npz(done)["high_res"].max() == 0  # the finished file was left alone
+    assert load_npz(out / "synth_000000.npz")["high_res"].max() == 0  # a finished batch is left alone
+    assert load_npz(out / "synth_000001.npz")["high_res"].max() == 0
+    tags = {r.id: sorted(r.tags) for r in build_dataset(cfg.data, "train").records}
+    assert load_npz(out / "synth_000002.npz")["keys"].tolist() == tags["synth_000002"]  # its batch redone whole
     assert len(list(out.glob("*.npz"))) == 8
     assert not list(out.glob(".*tmp*"))  # no temp files left behind
 
@@ -48,10 +54,10 @@ def test_a_rerun_replaces_a_truncated_cam_and_readers_name_it(tiny_cfg, write_cl
     torn.write_bytes(whole[: len(whole) // 2])  # a disk filled up, a copy cut short
     with pytest.raises(DataError, match="synth_000003.npz is unreadable.*rerun the stage"):
         eval_cam.run(cfg)
-    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npz") if p != torn}
+    before = {p.name: p.read_bytes() for p in out.glob("*.npz") if p != torn}
     make_cam.run(cfg)
-    assert torn.read_bytes() == whole  # written again, the same CAM
-    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.npz") if p != torn} == before  # the rest skipped
+    assert torn.read_bytes() == whole  # written again (with its batch), the same CAM
+    assert {p.name: p.read_bytes() for p in out.glob("*.npz") if p != torn} == before
 
 
 class Linear:

@@ -112,10 +112,16 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     enhanced = cfg.model.cam_source == "enhanced"
 
     # Shard before looking for finished files: a rank that lists them while another writes must
-    # still get the same images, or some would be done twice and others never.
+    # still get the same images, or some would be done twice and others never. Batches are fixed runs
+    # of this rank's images, whatever is already done: floating-point results depend on what an image
+    # is batched with, so a resumed run redoes every batch with a missing (or unreadable) file whole,
+    # and writes the bytes an uninterrupted run writes.
     current = world()
     mine = shard(range(len(dataset)), current)
-    todo = [i for i in mine if not readable(out / f"{dataset.records[i].id}.npz")]
+    size = cfg.make_cam.batch_size
+    chunks = [mine[i:i + size] for i in range(0, len(mine), size)]
+    todo_chunks = [c for c in chunks if not all(readable(out / f"{dataset.records[i].id}.npz") for i in c)]
+    todo = [i for chunk in todo_chunks for i in chunk]
     log.info("make-cam: %d of %d images to do on this rank (rank %d of %d; %d done before)",
              len(todo), len(mine), current.rank, current.size, len(mine) - len(todo))
     loader = DataLoader(Subset(dataset, todo), batch_size=None, num_workers=cfg.data.num_workers,
@@ -134,16 +140,14 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
                      high_res=max_normalize(hi[keys.to(device)]).cpu().numpy().astype(np.float16))
         bar.update(len(samples))
 
-    # Images of one size are inferred together; VOC's sizes vary, synthetic data's do not.
-    buckets: dict[tuple[int, ...], list[dict]] = defaultdict(list)
-    for sample in loader:
-        bucket = buckets[tuple(sample["image"].shape)]
-        bucket.append(sample)
-        if len(bucket) == cfg.make_cam.batch_size:
-            flush(bucket)
-            bucket.clear()
-    for bucket in buckets.values():
-        if bucket:
+    # Within a batch, images of one size are inferred together; VOC's sizes vary, synthetic data's do not.
+    samples = iter(loader)
+    for chunk in todo_chunks:
+        buckets: dict[tuple[int, ...], list[dict]] = defaultdict(list)
+        for _ in chunk:
+            sample = next(samples)
+            buckets[tuple(sample["image"].shape)].append(sample)
+        for bucket in buckets.values():
             flush(bucket)
     bar.close()
     barrier()  # every rank's files are written before any rank (or the next stage) reads them
