@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -43,6 +43,28 @@ def gallery_images(cfg) -> tuple[list, list[str]]:
 
     dataset = build_dataset(cfg.data, cfg.data.train_split)
     return [r for r in dataset.records if r.tags], list(dataset.class_names)
+
+
+class GalleryRun(NamedTuple):
+    """What a gallery shows of one run: its training split, tagged records and class names."""
+
+    split: str
+    records: list
+    class_names: list[str]
+
+
+def read_gallery_run(work_dir: str | Path) -> GalleryRun | None:
+    """The run in ``work_dir`` read through its ``config.yaml``; None when the config or the dataset
+    cannot be read (a work dir without a config, a dataset that has moved): nothing to show."""
+    from .config import load_config
+    from .errors import RpnetError
+
+    work_dir = Path(work_dir)
+    try:
+        cfg = load_config(work_dir / "config.yaml", [f"work_dir={work_dir}"])
+        return GalleryRun(cfg.data.train_split, *gallery_images(cfg))
+    except (RpnetError, OSError, ValueError):
+        return None
 
 
 def class_counts(records: Sequence, class_names: Sequence[str]) -> dict[str, int]:
@@ -186,18 +208,14 @@ def gallery_row(out: Path, work_dir: Path, record, class_names: Sequence[str]) -
     return cells
 
 
-def write_gallery(work_dir: str | Path, cfg=None, page_size: int = PAGE_SIZE) -> Path | None:
-    """Write ``WORK_DIR/gallery/`` for the run in ``work_dir``; returns its index.html, or None when the
-    run's config or dataset cannot be read (nothing to show)."""
-    from .config import load_config
-    from .errors import RpnetError
-
+def write_gallery(work_dir: str | Path, run: GalleryRun | None = None, page_size: int = PAGE_SIZE) -> Path | None:
+    """Write ``WORK_DIR/gallery/`` for the run in ``work_dir`` (``run``: read from it when not given);
+    returns its index.html, or None when there is nothing to show (:func:`read_gallery_run`)."""
     work_dir = Path(work_dir)
-    try:
-        cfg = cfg or load_config(work_dir / "config.yaml", [f"work_dir={work_dir}"])
-        records, class_names = gallery_images(cfg)
-    except (RpnetError, OSError, ValueError):
+    run = run or read_gallery_run(work_dir)
+    if run is None:
         return None
+    records, class_names = run.records, run.class_names
     out = work_dir / GALLERY_DIR
     pages = max(1, math.ceil(len(records) / page_size))
     where: dict[str, int] = {}
@@ -221,7 +239,7 @@ def write_gallery(work_dir: str | Path, cfg=None, page_size: int = PAGE_SIZE) ->
               "a.href = p ? 'page_' + String(p).padStart(3, '0') + '.html#' + encodeURIComponent(e.target.value) "
               ": '#'; });</script>")
     links = " ".join(f'<a href="{page_name(p)}">{p}</a>' for p in range(1, pages + 1))
-    body = (f"<p>{len(records)} tagged images of split {html.escape(cfg.data.train_split)}, {page_size} per page: "
+    body = (f"<p>{len(records)} tagged images of split {html.escape(run.split)}, {page_size} per page: "
             f"{links}</p>\n{finder}\n<h2>Colours</h2>\n{legend_html(class_names)}\n<h2>Images per class</h2>\n"
             f"{counts_html(class_counts(records, class_names))}")
     return atomic_write_text(out / "index.html", page_html(f"{work_dir.name}: gallery", body))
@@ -231,17 +249,10 @@ def page_name(page: int) -> str:
     return f"page_{page:03d}.html"
 
 
-def sample_rows(work_dir: str | Path, count: int = SAMPLE_ROWS) -> list[tuple[str, list[Panel]]]:
+def sample_rows(work_dir: str | Path, run: GalleryRun, count: int = SAMPLE_ROWS) -> list[tuple[str, list[Panel]]]:
     """A few rows spread over the gallery's images (for the main report): (image id, panels)."""
-    from .config import load_config
-    from .errors import RpnetError
-
-    work_dir = Path(work_dir)
-    try:
-        records, class_names = gallery_images(load_config(work_dir / "config.yaml", [f"work_dir={work_dir}"]))
-    except (RpnetError, OSError, ValueError):
-        return []
+    records = run.records
     if not records:
         return []
     picks = dict.fromkeys(np.linspace(0, len(records) - 1, min(count, len(records))).round().astype(int).tolist())
-    return [(records[i].id, image_panels(work_dir, records[i], class_names)) for i in picks]
+    return [(records[i].id, image_panels(Path(work_dir), records[i], run.class_names)) for i in picks]

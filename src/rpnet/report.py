@@ -25,7 +25,7 @@ from matplotlib.figure import Figure  # a bare Figure renders with Agg and touch
 from . import __version__
 from .calibration import CALIBRATION_FILE, calibration_entries
 from .config import AUTO
-from .gallery import ROW_STYLE, gallery_images, legend_html, sample_rows, thumbnail_png, write_gallery
+from .gallery import ROW_STYLE, legend_html, read_gallery_run, sample_rows, thumbnail_png, write_gallery
 from .io import atomic_write_text, read_json, read_jsonl
 
 DEFAULT_TITLE = "rpnet report"
@@ -336,30 +336,20 @@ def gallery_section(runs: list[Run], out: Path) -> str:
     (rpnet.gallery; no ground truth needed), and a link to the run's whole gallery."""
     parts = []
     for run in runs:
-        index = write_gallery(run.work_dir)
-        rows = sample_rows(run.work_dir)
-        if index is None or not rows:
+        shown = read_gallery_run(run.work_dir)
+        if shown is None or not shown.records:
             continue
+        index = write_gallery(run.work_dir, shown)
+        rows = sample_rows(run.work_dir, shown)
         link = Path(os.path.relpath(index, out.parent)).as_posix()
         figures = "\n".join(
             f'<div class="row"><h4>{esc(image_id)}</h4>' + "".join(
                 f"<figure>{cell_html(p.pixels, f'{image_id} {p.caption}')}<figcaption>{esc(p.caption)}</figcaption>"
                 "</figure>" for p in panels) + "</div>" for image_id, panels in rows)
         parts.append(f'<h3>{esc(run.name)}</h3>\n<p>Every tagged training image, paged, with a search box: '
-                     f'<a href="{esc(link)}">{esc(link)}</a></p>\n{legend_html(read_class_names(run.work_dir))}\n'
+                     f'<a href="{esc(link)}">{esc(link)}</a></p>\n{legend_html(shown.class_names)}\n'
                      f"{figures}")
     return section("gallery", "Gallery", parts)
-
-
-def read_class_names(work_dir: Path) -> list[str]:
-    """The class names of a run's dataset (for the legend); [] when they cannot be read."""
-    from .config import load_config
-    from .errors import RpnetError
-
-    try:
-        return gallery_images(load_config(work_dir / "config.yaml", [f"work_dir={work_dir}"]))[1]
-    except (RpnetError, OSError, ValueError):
-        return []
 
 
 def html_grid(id_: str, rows: Mapping[str, Sequence[str]]) -> str:
