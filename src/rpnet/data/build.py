@@ -87,10 +87,12 @@ def build_dataset(
         records, mask_loader = [dataclasses.replace(r, mask=None) for r in records], None
     dataset = TaggedImages(records, class_names, transform=transform, mask_loader=mask_loader, seed=seed)
     if for_training:
-        blank = [i for i, r in enumerate(dataset.records) if not r.tags]
-        negatives = dataset.subset(blank) if untagged else None
-        dataset = drop_untagged(dataset) if not untagged else dataset.subset(
-            [i for i, r in enumerate(dataset.records) if r.tags])
+        negatives = None
+        if untagged:  # kept aside, added back after the fraction of the tagged images is taken
+            negatives = dataset.subset([i for i, r in enumerate(dataset.records) if not r.tags])
+            dataset = dataset.subset([i for i, r in enumerate(dataset.records) if r.tags])
+        else:
+            dataset = drop_untagged(dataset)
         if data.fraction < 1.0:
             keep = stratified_fraction(dataset.tag_matrix(), data.fraction, seed)
             logger.info(
