@@ -23,6 +23,7 @@ from rpnet.data.sampling import GroupBatchSampler
 from rpnet.data.synthetic import generate
 from rpnet.data.transforms import collate, train_transform
 from rpnet.losses import classifier_loss
+from rpnet.models.build import build_classifier
 from rpnet.stages import eval_cam, make_cam, train_cam
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synthetic.yaml"
@@ -37,7 +38,7 @@ def step_cost(cfg, batches: int = 6, warmup: int = 2) -> float:
                          for_training=True, seed=cfg.seed)
     sampler = GroupBatchSampler(data.tag_matrix(), cfg.model.group_size, tc.batch_size, cfg.seed)
     plan = list(sampler)[: batches + warmup]
-    model = train_cam.build_classifier(cfg.model, data.num_classes).train()
+    model = build_classifier(cfg.model, data.num_classes).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     times = []
     for i, idx in enumerate(plan):

@@ -23,6 +23,7 @@ from rpnet.config import load_config
 from rpnet.data.synthetic import PROFILES, generate, spec_from_overrides
 from rpnet.demo import MODELS, synthetic_config
 from rpnet.io import read_json, write_json
+from rpnet.layout import WorkDir
 from rpnet.pipeline.runner import run_pipeline
 
 COLUMNS = ("cam_miou", "cam_threshold", "cam_miou_best", "cam_threshold_best", "pseudo_miou", "seg_miou")
@@ -31,12 +32,12 @@ COLUMNS = ("cam_miou", "cam_threshold", "cam_miou_best", "cam_threshold_best", "
 def run_one(data: Path, work: Path, seed: int, overrides: list[str], until: str | None) -> dict:
     cfg = load_config(synthetic_config(), [f"data.root={data}", f"work_dir={work}", f"seed={seed}", *overrides])
     run_pipeline(cfg, until=until)
-    metrics = read_json(work / "metrics.json")
+    metrics = read_json(WorkDir(work).metrics)
     row = {key: metrics.get(key) for key in COLUMNS}
-    for stage in ("make_ir_label", "make_pseudo"):
-        path = work / stage / "calibration.json"
+    for stage in ("make-ir-label", "make-pseudo"):
+        path = WorkDir(work).calibration(stage)
         if path.exists():
-            row.update({f"{stage}.{k}": v for k, v in read_json(path)["values"].items()})
+            row.update({f"{stage.replace('-', '_')}.{k}": v for k, v in read_json(path)["values"].items()})
     return row
 
 

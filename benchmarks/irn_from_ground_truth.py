@@ -27,7 +27,7 @@ from stage_runs import run_stages, start_from_cams
 from rpnet.config import load_config
 from rpnet.io import IGNORE_INDEX, read_json, save_mask
 from rpnet.stages.common import scored_dataset
-from rpnet.stages.make_ir_label import label_dir
+from rpnet.layout import WorkDir
 
 
 def ground_truth_seeds(mask: np.ndarray, margin: int) -> np.ndarray:
@@ -57,13 +57,13 @@ def main() -> None:
     start_from_cams(source, cfg)
 
     dataset = scored_dataset(cfg, cfg.data.train_split, "ground-truth confident labels")
-    labels = label_dir(cfg.work_dir)
+    labels = WorkDir(cfg.work_dir).ir_labels
     labels.mkdir(parents=True)
     for i, record in enumerate(dataset.records):
         save_mask(labels / f"{record.id}.png", ground_truth_seeds(dataset[i]["mask"], args.margin))
 
     times = run_stages(cfg, ["train-irn", "make-pseudo", "eval-pseudo"])
-    result = read_json(Path(cfg.work_dir) / "metrics.json")
+    result = read_json(WorkDir(cfg.work_dir).metrics)
     cam = f"{result['cam_miou']:.2f} at its best threshold {result['cam_threshold']:g}" if "cam_miou" in result else "?"
     print(f"{cfg.work_dir}: IRN from ground-truth confident labels (unknown band +-{args.margin} px), "
           f"{cfg.train_irn.epochs} epochs, path radius {cfg.train_irn.path_radius}, seed {cfg.seed}")

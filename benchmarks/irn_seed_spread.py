@@ -27,7 +27,7 @@ from stage_runs import run_stages, start_from_cams  # this folder is on sys.path
 
 from rpnet.config import load_config
 from rpnet.io import read_json, write_json
-from rpnet.stages.make_ir_label import label_dir
+from rpnet.layout import WorkDir
 
 
 def main() -> None:
@@ -52,14 +52,14 @@ def main() -> None:
         stages = ["train-irn", "make-pseudo", "eval-pseudo"]
         if labels is None:
             stages.insert(0, "make-ir-label")
-            labels = label_dir(cfg.work_dir)
+            labels = WorkDir(cfg.work_dir).ir_labels
         else:
-            shutil.copytree(labels, label_dir(cfg.work_dir))
+            shutil.copytree(labels, WorkDir(cfg.work_dir).ir_labels)
         times[seed] = run_stages(cfg, stages)
-        scores[seed] = read_json(Path(cfg.work_dir) / "metrics.json")["pseudo_miou"]
+        scores[seed] = read_json(WorkDir(cfg.work_dir).metrics)["pseudo_miou"]
         print(f"seed {seed}: pseudo mIoU {scores[seed]:.2f} ({sum(times[seed].values()):.0f} s)", flush=True)
 
-    source_metrics = Path(source.work_dir) / "metrics.json"
+    source_metrics = WorkDir(source.work_dir).metrics
     metrics = read_json(source_metrics) if source_metrics.exists() else {}
     values = np.array(list(scores.values()))
     summary = {

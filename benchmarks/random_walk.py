@@ -37,17 +37,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rpnet.config import PseudoConfig
 from rpnet.io import load_npz, save_npz
 from rpnet.ops.affinity import boundary_to_affinity, path_index
-from rpnet.ops.random_walk import (
-    BG_THRESHOLD,
-    EPS,
-    FEATURE_STRIDE,
-    WALK_BETA,
-    WALK_RADIUS,
-    WALK_STEPS,
-    pseudo_label_from_walk,
-)
+from rpnet.ops.random_walk import EPS, WALK_STRIDE, pseudo_label_from_walk
+
+WALK_RADIUS, WALK_BETA, WALK_STEPS = PseudoConfig.radius, PseudoConfig.beta, PseudoConfig.steps  # IRN's, the defaults
+BG_THRESHOLD = 0.25  # IRN's VOC value (the config's default is auto: calibrated from the walked scores)
 
 DEFAULT_SIZE = "500x375"  # width x height: the usual PASCAL VOC image
 QUICK_SIZE = "160x120"
@@ -69,8 +65,8 @@ def parse_size(text: str) -> tuple[int, int]:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 500x375 (width x height), got {text!r}") from None
-    if width < FEATURE_STRIDE * 4 or height < FEATURE_STRIDE * 4:
-        raise argparse.ArgumentTypeError(f"size {text!r} is too small: at least {FEATURE_STRIDE * 4} px a side")
+    if width < WALK_STRIDE * 4 or height < WALK_STRIDE * 4:
+        raise argparse.ArgumentTypeError(f"size {text!r} is too small: at least {WALK_STRIDE * 4} px a side")
     return height, width
 
 
@@ -82,7 +78,7 @@ def make_inputs(image_size: tuple[int, int], seed: int) -> tuple[torch.Tensor, t
     wider than the object, max-normalised.
     """
     rng = np.random.default_rng(seed)
-    h, w = (math.ceil(s / FEATURE_STRIDE) for s in image_size)
+    h, w = (math.ceil(s / WALK_STRIDE) for s in image_size)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     dist = np.full((h, w), np.inf)
     cams = []
@@ -142,7 +138,7 @@ def dense_pseudo_label(cams: torch.Tensor, keys: torch.Tensor, edge: torch.Tenso
     height, width = image_size
     c, h, w = cams.shape
     walked = torch.matmul((cams * (1 - edge)).reshape(c, h * w), dense_transition(edge)).reshape(c, 1, h, w)
-    up = F.interpolate(walked, scale_factor=FEATURE_STRIDE, mode="bilinear", align_corners=False)
+    up = F.interpolate(walked, scale_factor=WALK_STRIDE, mode="bilinear", align_corners=False)
     up = up[:, 0, :height, :width]
     up = up / up.max().clamp_min(EPS)
     scores = F.pad(up, (0, 0, 0, 0, 1, 0), value=BG_THRESHOLD)
@@ -165,7 +161,7 @@ def worker(method: str, image_size: tuple[int, int], seed: int, threads: int, ou
     torch.set_num_threads(threads)
     cams, keys, edge = make_inputs(image_size, seed)
     fn = METHODS[method]
-    fn(cams[:, :8, :8], keys, edge[:8, :8], (8 * FEATURE_STRIDE, 8 * FEATURE_STRIDE))  # warm up kernels
+    fn(cams[:, :8, :8], keys, edge[:8, :8], (8 * WALK_STRIDE, 8 * WALK_STRIDE))  # warm up kernels
     before = max_rss_bytes()
     repeats = SPARSE_REPEATS if method == "sparse" else 1
     times = []
@@ -200,7 +196,7 @@ def main() -> None:
         worker(args.worker, image_size, args.seed, args.threads, args.result)
         return
 
-    h, w = (math.ceil(s / FEATURE_STRIDE) for s in image_size)
+    h, w = (math.ceil(s / WALK_STRIDE) for s in image_size)
     n = h * w
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,19 +32,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rpnet.config import load_config
-from rpnet.io import IGNORE_INDEX, load_mask, load_npz, read_json
+from rpnet.io import IGNORE_INDEX, load_mask, read_json
+from rpnet.layout import WorkDir, load_boundary, load_cams
 from rpnet.metrics import ConfusionMatrix
-from rpnet.models.irn import IRN_STRIDE
-from rpnet.ops.random_walk import pseudo_label_from_walk
+from rpnet.ops.random_walk import WALK_STRIDE, pseudo_label_from_walk
 from rpnet.stages.common import scored_dataset
-from rpnet.stages.make_cam import cam_dir
-from rpnet.stages.make_ir_label import label_dir
-from rpnet.stages.make_pseudo import boundary_dir, load_boundary
 
 SPILL_PX = 8  # a wrong foreground seed this close to an object counts as a CAM blob's spill
 
 
-def ground_truth_boundary(mask: np.ndarray, stride: int = IRN_STRIDE) -> Tensor:
+def ground_truth_boundary(mask: np.ndarray, stride: int = WALK_STRIDE) -> Tensor:
     """(H, W) label mask with IGNORE_INDEX bands -> (ceil(H/s), ceil(W/s)) float map, 1 on boundary cells.
 
     A pixel is on a boundary when its 3x3 neighbourhood holds two labels or it is in the ignore
@@ -73,22 +70,23 @@ def main() -> None:
     dataset = scored_dataset(cfg, pc.split or cfg.data.train_split, "the refinement's bounds")
     matrices: dict[str, ConfusionMatrix] = {}
     seeds = dict(fg=0, fg_right=0, fg_spill=0, fg_far=0, bg=0, bg_right=0)
-    labels = label_dir(cfg.work_dir)
+    work = WorkDir(cfg.work_dir)
+    labels = work.ir_labels
     score_seeds = all((labels / f"{r.id}.png").exists() for r in dataset.records)
     for i, record in enumerate(dataset.records):
         gt = dataset[i]["mask"]
-        cam = load_npz(cam_dir(cfg.work_dir) / f"{record.id}.npz")
-        strided = torch.from_numpy(cam["cam"].astype(np.float32))
+        cam = load_cams(work.cam(record.id))
+        strided = torch.from_numpy(cam.cam.astype(np.float32))
         no_edge = torch.zeros(strided.shape[1:])
         walks = {  # name: (boundary map, walk steps)
             "CAM": (no_edge, 0),
-            "walk, IRN boundaries": (torch.from_numpy(load_boundary(boundary_dir(cfg.work_dir) / f"{record.id}.png")),
+            "walk, IRN boundaries": (torch.from_numpy(load_boundary(work.boundaries / f"{record.id}.png")),
                                      pc.steps),
             "walk, ground-truth boundaries": (ground_truth_boundary(gt), pc.steps),
             "walk, no boundaries": (no_edge, pc.steps),
         }
         for name, (edge, steps) in walks.items():
-            pred = pseudo_label_from_walk(strided, cam["keys"], edge, gt.shape, radius=pc.radius, beta=pc.beta,
+            pred = pseudo_label_from_walk(strided, cam.keys, edge, gt.shape, radius=pc.radius, beta=pc.beta,
                                           steps=steps, bg_threshold=pc.bg_threshold)
             matrices.setdefault(name, ConfusionMatrix(dataset.num_classes + 1)).update(gt, pred.numpy())
         if score_seeds:
@@ -104,7 +102,7 @@ def main() -> None:
             bg = (seed == 0) & scored
             seeds["bg"] += int(bg.sum())
             seeds["bg_right"] += int((bg & (gt == 0)).sum())
-    metrics_path = Path(cfg.work_dir) / "metrics.json"
+    metrics_path = work.metrics
     metrics = read_json(metrics_path) if metrics_path.exists() else {}
     print(f"{cfg.work_dir}: {len(dataset)} images, walk: {pc.steps} steps, beta {pc.beta:g}, radius {pc.radius}, "
           f"background score {pc.bg_threshold:g}")

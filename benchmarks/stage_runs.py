@@ -11,10 +11,8 @@ import time
 from pathlib import Path
 
 from rpnet.config import Config
-from rpnet.engine.trainer import WEIGHTS_NAME
-from rpnet.pipeline.graph import stage_module
-from rpnet.stages.make_cam import cam_dir
-from rpnet.stages.train_cam import STAGE_DIR as TRAIN_CAM_DIR
+from rpnet import stages
+from rpnet.layout import WorkDir
 
 
 def start_from_cams(source: Config, cfg: Config) -> None:
@@ -26,12 +24,12 @@ def start_from_cams(source: Config, cfg: Config) -> None:
     if Path(source.work_dir).resolve().is_relative_to(Path(cfg.work_dir).resolve()):
         raise ValueError(f"{cfg.work_dir} holds the source work dir {source.work_dir}: it would be overwritten")
     shutil.rmtree(cfg.work_dir, ignore_errors=True)
-    shutil.copytree(cam_dir(source.work_dir), cam_dir(cfg.work_dir))
-    for name in ("metrics.json", f"{TRAIN_CAM_DIR}/{WEIGHTS_NAME}"):
-        path = Path(source.work_dir) / name
+    src, dst = WorkDir(source.work_dir), WorkDir(cfg.work_dir)
+    shutil.copytree(src.cams, dst.cams)
+    for path, target in ((src.metrics, dst.metrics), (src.weights("train-cam"), dst.weights("train-cam"))):
         if path.exists():
-            (Path(cfg.work_dir) / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, Path(cfg.work_dir) / name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
 
 
 def run_stages(cfg: Config, names: list[str]) -> dict[str, float]:
@@ -39,6 +37,6 @@ def run_stages(cfg: Config, names: list[str]) -> dict[str, float]:
     times = {}
     for name in names:
         start = time.perf_counter()
-        stage_module(name).run(cfg)
+        stages.load(name).run(cfg)
         times[name] = time.perf_counter() - start
     return times

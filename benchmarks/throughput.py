@@ -36,11 +36,10 @@ import torch
 from rpnet.config import ModelConfig
 from rpnet.engine.trainer import autocast_context
 from rpnet.losses import classifier_loss
-from rpnet.ops.random_walk import pseudo_label_from_walk
+from rpnet.models.build import build_classifier, build_irn
+from rpnet.ops.random_walk import WALK_STRIDE, pseudo_label_from_walk, strided_size
 from rpnet.runtime import resolve_device, to_memory_format, use_channels_last
-from rpnet.stages.make_cam import CAM_STRIDE, multiscale_cams, strided_size
-from rpnet.stages.train_cam import build_classifier
-from rpnet.stages.train_irn import build_irn
+from rpnet.stages.make_cam import multiscale_cams
 
 STAGES = ("train-cam", "make-cam", "make-pseudo")
 TRAIN_CROP = 512  # docs/method.md stage 1 crops
@@ -135,7 +134,7 @@ def bench_make_pseudo(args, device: torch.device, channels_last: bool, amp: bool
     gen = torch.Generator().manual_seed(SEED)
     net = to_memory_format(build_irn(ModelConfig(backbone=args.backbone)).to(device), channels_last).eval()
     image = torch.randn(3, *VOC_SIZE, generator=gen).to(device)
-    cams = torch.rand(len(WALK_KEYS), *strided_size(VOC_SIZE, CAM_STRIDE), generator=gen).to(device)
+    cams = torch.rand(len(WALK_KEYS), *strided_size(VOC_SIZE, WALK_STRIDE), generator=gen).to(device)
     cams = cams / cams.amax(dim=(-2, -1), keepdim=True)
 
     @torch.no_grad()

@@ -3,7 +3,10 @@ import sys
 
 import pytest
 
-from rpnet.cli import STAGES, main
+from rpnet.cli import main
+from rpnet.stages import names
+
+STAGES = names()
 
 
 def test_help_lists_every_stage(capsys):

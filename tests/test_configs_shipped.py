@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from rpnet.config import dump_config, load_config
-from rpnet.pipeline.graph import GRAPH
+from rpnet.stages import names
 from rpnet.sweep import load_sweep, plan_sweep
 
 CONFIGS = Path(str(resources.files("rpnet") / "configs"))
@@ -42,7 +42,7 @@ def test_paper_configs_use_the_papers_settings():
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
 def test_sweep_rows_build_valid_configs_that_differ(path, tmp_path):
     sweep = load_sweep(path)
-    assert sweep.until is None or sweep.until in GRAPH
+    assert sweep.until is None or sweep.until in names()
     cells = plan_sweep(sweep, tmp_path)
     assert len(cells) == len(sweep.rows) * max(1, len(sweep.columns))
     experiments = {dump_config(dataclasses.replace(c.config, work_dir=Path("same"))) for c in cells}

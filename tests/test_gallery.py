@@ -10,7 +10,8 @@ from PIL import Image
 
 from rpnet.config import load_config, save_config
 from rpnet.gallery import class_counts, gallery_images, write_gallery
-from rpnet.io import save_mask, save_npz
+from rpnet.io import save_mask
+from rpnet.layout import CamFile, WorkDir, save_cams
 from rpnet.report import write_report
 from test_report import CHROMIUM, IMAGE_CHECK, Page
 
@@ -29,8 +30,9 @@ def work(tmp_path):
     save_config(load_config(None, ["data.format=folder", f"data.root={root}", f"work_dir={work}"]),
                 work / "config.yaml")
     ramp = np.linspace(0, 1, 96, dtype=np.float32).reshape(8, 12)
-    save_npz(work / "make_cam" / "cams" / "a.npz", keys=np.array([0, 1]), high_res=np.stack([ramp, 1 - ramp]))
-    save_npz(work / "make_cam" / "cams" / "b.npz", keys=np.array([0]), high_res=ramp[None])
+    both = np.stack([ramp, 1 - ramp])
+    save_cams(WorkDir(work).cam("a"), CamFile(keys=np.array([0, 1]), cam=both[:, ::4, ::4], high_res=both))
+    save_cams(WorkDir(work).cam("b"), CamFile(keys=np.array([0]), cam=ramp[None, ::4, ::4], high_res=ramp[None]))
     save_mask(work / "make_ir_label" / "labels" / "a.png", np.full((8, 12), 255))
     save_mask(work / "make_pseudo" / "boundaries" / "b.png", (ramp * 255).astype(np.uint8))
     for name in "ab":

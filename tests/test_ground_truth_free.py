@@ -10,8 +10,10 @@ from pathlib import Path
 
 import PIL.Image
 
-from rpnet import cli
-from rpnet.pipeline.graph import EVAL_SPLITS
+from rpnet import cli, stages
+from rpnet.pipeline.graph import scoring_stages
+
+EVAL_STAGES = scoring_stages()
 from rpnet.pipeline.runner import run_pipeline
 from test_demo import TINY
 
@@ -56,12 +58,12 @@ def test_the_pipeline_without_masks_writes_the_same_bytes_and_only_eval_stages_r
     monkeypatch.setattr(PIL.Image, "open", watched_open)
     overrides = [o for o in TINY if not o.startswith("device")] + ["data.num_workers=0", "ir_label.workers=0"]
     first = run_pipeline(tiny_cfg(*overrides, f"data.root={with_masks}", f"work_dir={tmp_path / 'a'}"))
-    assert [r.action for r in first] == ["ran"] * len(cli.STAGES)
+    assert [r.action for r in first] == ["ran"] * len(stages.names())
     assert readers and set(readers) <= {"eval_cam", "eval_pseudo", "eval_seg"}, readers
 
     readers.clear()
     second = run_pipeline(tiny_cfg(*overrides, f"data.root={without}", f"work_dir={tmp_path / 'b'}"))
-    assert {r.name: r.action for r in second} == {n: "no masks" if n in EVAL_SPLITS else "ran" for n in cli.STAGES}
+    assert {r.name: r.action for r in second} == {n: "no masks" if n in EVAL_STAGES else "ran" for n in stages.names()}
     assert readers == []
     assert outputs(tmp_path / "b") == outputs(tmp_path / "a")
 
@@ -84,7 +86,7 @@ def test_a_folder_of_tagged_photos_without_masks_runs_end_to_end(tiny_cfg, tmp_p
     out = capsys.readouterr().out
     assert "eval-cam skipped" in out and "eval-pseudo skipped" in out and "eval-seg skipped" not in out
     rows = dict(re.split(r"\s{2,}", line)[:2] for line in format_status(tmp_path / "work").splitlines()[1:])
-    assert rows == {name: "no masks" if name in EVAL_SPLITS else "done" for name in cli.STAGES}
+    assert rows == {name: "no masks" if name in EVAL_STAGES else "done" for name in stages.names()}
     report = (tmp_path / "work" / "report.html").read_text()
     assert '<section id="gallery">' in report and "CAM: " in report and 'class="legend"' in report
     pages = (tmp_path / "work" / "gallery" / "index.html").read_text()

@@ -21,7 +21,8 @@ from rpnet.data.coco import Instance, paint_semantic_mask
 from rpnet.data.synthetic import generate
 from rpnet.errors import DataError
 from rpnet.io import load_mask, save_mask
-from rpnet.mask_export import PSEUDO_DIR, PseudoMask, class_regions, coco_instances, export_masks
+from rpnet.mask_export import PseudoMask, class_regions, coco_instances, export_masks
+from rpnet.layout import WorkDir
 
 # pycocotools' compiled decode predates numpy 2's copy keyword and warns on every call (rpnet.data.coco).
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -50,23 +51,16 @@ def work(tmp_path) -> Path:
     root = generate(tmp_path / "data", fmt="folder", **TINY)
     work = tmp_path / "work"
     cfg = load_config(CONFIG, [f"data.root={root}", "data.format=folder", f"work_dir={work}"])
-    save_config(cfg, work / PSEUDO_DIR / "config.yaml")
+    save_config(cfg, WorkDir(work).stage_config("make-pseudo"))
     for image_id in TRAIN_IDS:
         labels = load_mask(root / "masks" / f"{image_id}.png")
         labels[30:32, :] = 255
-        save_mask(work / PSEUDO_DIR / "masks" / f"{image_id}.png", labels)
+        save_mask(WorkDir(work).pseudo_masks / f"{image_id}.png", labels)
     return work
 
 
 def pseudo(work: Path, image_id: str) -> np.ndarray:
-    return load_mask(work / PSEUDO_DIR / "masks" / f"{image_id}.png")
-
-
-def test_the_export_reads_masks_where_make_pseudo_writes_them():
-    from rpnet.stages.make_pseudo import STAGE_DIR, mask_dir
-
-    assert PSEUDO_DIR == STAGE_DIR
-    assert mask_dir(Path("w")) == Path("w") / PSEUDO_DIR / "masks"
+    return load_mask(WorkDir(work).pseudo_masks / f"{image_id}.png")
 
 
 def test_hand_mask_gives_one_whole_region_per_class():
@@ -142,17 +136,17 @@ def test_png_export_renames_to_image_names_and_writes_classes(work, tmp_path):
 
 
 def test_missing_masks_are_reported_and_none_is_an_error(work, tmp_path):
-    (work / PSEUDO_DIR / "masks" / "synth_000003.png").unlink()
+    (WorkDir(work).pseudo_masks / "synth_000003.png").unlink()
     _, count, missing = export_masks(work, tmp_path / "out", "png")
     assert (count, missing) == (7, ["synth_000003"])
-    for path in (work / PSEUDO_DIR / "masks").iterdir():
+    for path in (WorkDir(work).pseudo_masks).iterdir():
         path.unlink()
     with pytest.raises(DataError, match="no pseudo masks"):
         export_masks(work, tmp_path / "out", "png")
 
 
 def test_label_outside_the_class_list_is_an_error(work, tmp_path):
-    save_mask(work / PSEUDO_DIR / "masks" / "synth_000000.png", np.full((64, 64), 7, np.uint8))  # 6 classes
+    save_mask(WorkDir(work).pseudo_masks / "synth_000000.png", np.full((64, 64), 7, np.uint8))  # 6 classes
     with pytest.raises(DataError, match="label 7 is not a class"):
         export_masks(work, tmp_path / "out", "coco")
 
@@ -165,7 +159,7 @@ def test_work_dir_without_config_is_an_error(tmp_path):
 def test_command(work, tmp_path, capsys):
     assert main(["export-masks", str(work), "--out", str(tmp_path / "out"), "--format", "coco"]) == 0
     assert capsys.readouterr().out.startswith(f"8 pseudo masks exported to {tmp_path / 'out' / 'instances.json'}")
-    (work / PSEUDO_DIR / "masks" / "synth_000005.png").unlink()
+    (WorkDir(work).pseudo_masks / "synth_000005.png").unlink()
     assert main(["export-masks", str(work), "--out", str(tmp_path / "png")]) == 0
     out = capsys.readouterr().out
     assert "7 pseudo masks exported" in out and "synth_000005" in out

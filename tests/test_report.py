@@ -162,7 +162,7 @@ def test_threshold_section_names_each_runs_best_point(report):
 
 def test_training_section_plots_loss_terms_not_bookkeeping(report):
     text = report
-    assert "<h3>train_cam</h3>" in text and "<h3>train_irn</h3>" in text and "<h3>train_seg</h3>" not in text
+    assert "<h3>train-cam</h3>" in text and "<h3>train-irn</h3>" in text and "<h3>train-seg</h3>" not in text
     assert text.count("<p>loss terms: loss, l_c, l_s</p>") == 2
 
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .config import AUTO, Threshold
+import numpy as np
+
+from .config import AUTO, Config, Threshold
 from .errors import RpnetError
 from .io import read_json, write_json
-
-CALIBRATION_FILE = "calibration.json"
+from .layout import CALIBRATION as CALIBRATION_FILE, WorkDir, load_cams
+from .ops.calibration import BINS, otsu_thresholds3, score_histogram
 
 
 def resolve(configured: Threshold, estimate: float) -> tuple[float, str]:
@@ -70,6 +72,32 @@ def calibrated_value(folder: Path, key: str) -> float:
     return float(values[key])
 
 
+def cam_histogram(cam_paths: list[Path]) -> np.ndarray:
+    """The histogram (:data:`rpnet.ops.calibration.BINS`,) of the tagged classes' full-size CAM values
+    of these CAM files (this process's; under torchrun the caller sums the ranks')."""
+    histogram = np.zeros(BINS, dtype=np.int64)
+    for path in cam_paths:
+        if not path.exists():
+            raise RpnetError(f"no CAM at {path}: run make-cam first")
+        histogram += score_histogram(load_cams(path).high_res.astype(np.float32))
+    return histogram
+
+
+def cam_threshold_estimate(histogram: np.ndarray, what: str) -> float:
+    """The CAM background threshold calibrated from a CAM value histogram: the lower edge of its
+    three-class Otsu split (near-zero background | middle band | strong evidence); docs/calibration.md."""
+    if np.count_nonzero(histogram) < 3:
+        raise RpnetError(f"the CAMs are (nearly) constant: nothing to calibrate {what} from; set it to a number")
+    return otsu_thresholds3(histogram)[0]
+
+
+def cam_threshold(cfg: Config) -> float:
+    """``eval_cam.threshold``, or for ``auto`` the threshold eval-cam calibrated (its calibration.json)."""
+    if cfg.eval_cam.threshold != AUTO:
+        return float(cfg.eval_cam.threshold)
+    return calibrated_value(WorkDir(cfg.work_dir).stage("eval-cam"), "cam_threshold")
+
+
 def calibration_entries(path: Path) -> list[tuple[str, float, str]]:
     """(key, value used, "auto" or "config") for each threshold of a calibration.json; [] when it is
     missing or unreadable (``rpnet status`` and the report show what there is)."""
@@ -86,4 +114,4 @@ def calibration_summary(path: Path) -> str:
 
 
 __all__ = ["CALIBRATION_FILE", "resolve", "write_calibration", "read_calibration", "calibrated_value",
-           "calibration_entries", "calibration_summary"]
+           "cam_histogram", "cam_threshold_estimate", "cam_threshold", "calibration_entries", "calibration_summary"]

@@ -326,12 +326,12 @@ def load_split(data: DataConfig, name: str) -> tuple[TaggedImages | None, str | 
 
 def stage_check_errors(cfg: Config) -> list[str]:
     """What each stage's ``check(cfg)`` refuses (the checks ``rpnet run`` makes before its first stage)."""
-    from .pipeline.graph import stage_module, stage_order
+    from . import stages
 
     errors = []
     with quiet("rpnet.data"):  # the checks reload the training split; its warnings are in the report already
-        for name in stage_order():
-            check = getattr(stage_module(name), "check", None)
+        for name in stages.names():
+            check = getattr(stages.load(name), "check", None)
             if check is None:
                 continue
             try:
@@ -343,7 +343,7 @@ def stage_check_errors(cfg: Config) -> list[str]:
 
 def check_data(cfg: Config, config: str = "", workers: int | None = None) -> DataFindings:
     """Check the dataset ``cfg.data`` names (see the module docstring); ``config`` names the file for the report."""
-    from .pipeline.graph import EVAL_SPLITS
+    from .pipeline.graph import scored_split, scoring_stages
 
     data = cfg.data
     roles = {data.train_split: ["train"]}
@@ -373,8 +373,8 @@ def check_data(cfg: Config, config: str = "", workers: int | None = None) -> Dat
     class_names = list(next(iter(datasets.values())).class_names) if datasets else []
     findings = DataFindings(config, data.format, str(data.root), class_names, splits, overlap)
     eval_stages: dict[str, list[str]] = {}
-    for stage, split_of in EVAL_SPLITS.items():
-        eval_stages.setdefault(split_of(cfg), []).append(stage)
+    for stage in scoring_stages():
+        eval_stages.setdefault(scored_split(cfg, stage), []).append(stage)
     assess(findings, resize_long=resize_long, fraction=data.fraction, eval_stages=eval_stages,
            untagged_as_background=cfg.train_seg.untagged == "background",
            folder_split_files=split_files)

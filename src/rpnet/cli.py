@@ -1,9 +1,8 @@
 """``rpnet <command> ...``: the command line (README "The pipeline").
 
 Pipeline stages share one shape, ``rpnet <stage> CONFIG [--set KEY=VALUE ...]``, and
-are looked up in :data:`STAGES`, a plain dict from the stage name to the module whose
-``main(cfg)`` runs it. Modules are imported only when their command runs, so
-``rpnet --help`` stays fast.
+come from the stage declarations (:data:`rpnet.stages.STAGES`). Stage modules are imported
+only when their command runs, so ``rpnet --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -15,32 +14,9 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import RpnetError
+from .layout import stage_folder
+from .stages import STAGES, Stage
 from .pipeline.commands import add_config_arguments
-
-# Pipeline order (docs/method.md). Each module has ``main(cfg: Config, *, resume: bool)``.
-STAGES: dict[str, str] = {
-    "train-cam": "rpnet.stages.train_cam",
-    "make-cam": "rpnet.stages.make_cam",
-    "eval-cam": "rpnet.stages.eval_cam",
-    "make-ir-label": "rpnet.stages.make_ir_label",
-    "train-irn": "rpnet.stages.train_irn",
-    "make-pseudo": "rpnet.stages.make_pseudo",
-    "eval-pseudo": "rpnet.stages.eval_pseudo",
-    "train-seg": "rpnet.stages.train_seg",
-    "eval-seg": "rpnet.stages.eval_seg",
-}
-
-STAGE_HELP = {
-    "train-cam": "stage 1: train the classifier (RPNet, or the plain-CAM baseline)",
-    "make-cam": "stage 2: multi-scale CAMs for every training image",
-    "eval-cam": "stage 3: CAM mIoU and the best background threshold",
-    "make-ir-label": "stage 4: confident foreground/background labels from CAMs (dense CRF)",
-    "train-irn": "stage 5: train the inter-pixel relation network (boundaries, displacements)",
-    "make-pseudo": "stage 6: pseudo masks by random walk on the IRN boundary map",
-    "eval-pseudo": "stage 7: pseudo-mask mIoU",
-    "train-seg": "stage 8: train the segmentation model (DeepLab) on the pseudo masks (or the ground truth)",
-    "eval-seg": "stage 9: multi-scale segmentation mIoU with and without a dense CRF; masks for submission",
-}
 
 log = logging.getLogger("rpnet")
 
@@ -63,8 +39,10 @@ count = _bounded(int, 0, strict=False)
 positive_float = _bounded(float, 0.0, strict=True)
 
 
-def _add_stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help=STAGE_HELP.get(name, ""), description=STAGE_HELP.get(name, ""))
+def _add_stage_parser(sub: argparse._SubParsersAction, stage: Stage) -> None:
+    name = stage.name
+    p = sub.add_parser(name, help=stage.help, description=f"{stage.help}. Writes WORK_DIR/{stage_folder(name)}/: "
+                       f"{stage.outputs}.")
     add_config_arguments(p, override="model.backbone=resnet101")
     p.add_argument("--resume", action="store_true",
                    help="training stages: continue from the last checkpoint (per-image stages always skip finished images)")
@@ -98,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "rpnet.data.synthetic.SynthSpec lists them)")
     synth.set_defaults(command="synth")
 
-    for name in STAGES:
-        _add_stage_parser(sub, name)
+    for stage in STAGES:
+        _add_stage_parser(sub, stage)
 
     demo = sub.add_parser("demo", help="the whole pipeline on synthetic data, baseline vs RPNet, on CPU",
                           description="Generate the synthetic dataset and run every stage for the baseline and RPNet.")

@@ -244,14 +244,14 @@ class TrainIrnConfig:
             raise ConfigError(f"train_irn.boundary_prior must be in (0, 1) or null, got {self.boundary_prior}")
         if not self.fg_pos_weight > 0:
             raise ConfigError(f"train_irn.fg_pos_weight must be positive, got {self.fg_pos_weight}")
-        from .models.irn import IRN_STRIDE
+        from .ops.random_walk import WALK_STRIDE
 
         # The affinity pairs span 2 (radius - 1) cells of the crop's 1/stride label map (rpnet.ops.affinity).
-        cells, span = -(-self.crop_size // IRN_STRIDE), 2 * (self.path_radius - 1)
+        cells, span = -(-self.crop_size // WALK_STRIDE), 2 * (self.path_radius - 1)
         if cells <= span:
             raise ConfigError(f"train_irn.crop_size {self.crop_size} is too small for train_irn.path_radius "
-                              f"{self.path_radius}: its {cells}-cell label map (stride {IRN_STRIDE}) must be wider "
-                              f"than {span} cells, so crop_size > {span * IRN_STRIDE}")
+                              f"{self.path_radius}: its {cells}-cell label map (stride {WALK_STRIDE}) must be wider "
+                              f"than {span} cells, so crop_size > {span * WALK_STRIDE}")
 
 
 @dataclass(frozen=True)

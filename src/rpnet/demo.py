@@ -18,6 +18,7 @@ from typing import Sequence
 from .config import load_config
 from .data.synthetic import generate
 from .io import read_json, write_json
+from .layout import WorkDir
 from .pipeline.runner import run_pipeline
 from .report import write_report
 
@@ -51,7 +52,7 @@ def run_demo(out: Path, *, n_train: int = 200, n_val: int = 60, size: int = 128,
         log.info("demo: %s", name)
         # A skipped stage reports the duration of the run that made its outputs.
         seconds = {result.name: round(result.seconds, 1) for result in run_pipeline(cfg)}
-        summary[name] = {**{k: v for k, v in read_json(out / name / "metrics.json").items() if k in SUMMARY_KEYS},
+        summary[name] = {**{k: v for k, v in read_json(WorkDir(out / name).metrics).items() if k in SUMMARY_KEYS},
                          "seconds": seconds}
     write_json(out / "summary.json", summary)
     report = write_report({name: out / name for name in MODELS}, out / "report.html",

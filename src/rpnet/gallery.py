@@ -21,9 +21,9 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from .io import atomic_path, atomic_write_text, load_mask, load_npz, readable, voc_palette
+from .io import atomic_path, atomic_write_text, load_mask, readable, voc_palette
+from .layout import WorkDir, load_cams
 
-GALLERY_DIR = "gallery"
 PAGE_SIZE = 50
 THUMBNAIL_PX = 160
 SAMPLE_ROWS = 4  # rows of the gallery the main report shows
@@ -61,7 +61,7 @@ def read_gallery_run(work_dir: str | Path) -> GalleryRun | None:
 
     work_dir = Path(work_dir)
     try:
-        cfg = load_config(work_dir / "config.yaml", [f"work_dir={work_dir}"])
+        cfg = load_config(WorkDir(work_dir).config, [f"work_dir={work_dir}"])
         return GalleryRun(cfg.data.train_split, *gallery_images(cfg))
     except (RpnetError, OSError, ValueError):
         return None
@@ -79,29 +79,26 @@ def image_panels(work_dir: Path, record, class_names: Sequence[str]) -> list[Pan
     """The row of one image: image, one CAM per tagged class, confident labels, boundaries, pseudo mask,
     prediction. Reads only what the stages wrote (no model runs)."""
     from .data.images import read_image
-    from .stages.eval_seg import mask_dir as prediction_dir
-    from .stages.make_cam import cam_dir
-    from .stages.make_ir_label import label_dir
-    from .stages.make_pseudo import boundary_dir, mask_dir
     from .viz import colorize, overlay
 
+    work = WorkDir(work_dir)
     image = read_image(record.image)
-    cams = load_npz(cam_dir(work_dir) / f"{record.id}.npz") if readable(cam_dir(work_dir) / f"{record.id}.npz") else None
+    cams = load_cams(work.cam(record.id)) if readable(work.cam(record.id)) else None
     panels = [Panel("image", image)]
     for tag in sorted(record.tags):
         heat = None
-        if cams is not None and tag in cams["keys"]:
-            heat = overlay(image, cams["high_res"][list(cams["keys"]).index(tag)].astype(np.float32))
+        if cams is not None and tag in cams.keys:
+            heat = overlay(image, cams.high_res[list(cams.keys).index(tag)].astype(np.float32))
         panels.append(Panel(f"CAM: {class_names[tag + 1]}", heat))
 
     def labels(path: Path) -> np.ndarray | None:
         return colorize(load_mask(path)) if readable(path) else None
 
-    boundary = boundary_dir(work_dir) / f"{record.id}.png"
-    panels += [Panel("confident labels", labels(label_dir(work_dir) / f"{record.id}.png")),
+    boundary = work.boundaries / f"{record.id}.png"
+    panels += [Panel("confident labels", labels(work.ir_labels / f"{record.id}.png")),
                Panel("boundaries", grey_at(load_mask(boundary), image.shape[:2]) if readable(boundary) else None),
-               Panel("pseudo mask", labels(mask_dir(work_dir) / f"{record.id}.png")),
-               Panel("prediction", labels(prediction_dir(work_dir) / f"{record.id}.png"))]
+               Panel("pseudo mask", labels(work.pseudo_masks / f"{record.id}.png")),
+               Panel("prediction", labels(work.seg_masks / f"{record.id}.png"))]
     return panels
 
 
@@ -174,14 +171,10 @@ def page_html(title: str, body: str) -> str:
 
 def source_stamp(work_dir: Path, record) -> list[int]:
     """The modification times (ns; 0 for a missing file) of everything a row is drawn from."""
-    from .stages.eval_seg import mask_dir as prediction_dir
-    from .stages.make_cam import cam_dir
-    from .stages.make_ir_label import label_dir
-    from .stages.make_pseudo import boundary_dir, mask_dir
-
-    paths = [Path(record.image), cam_dir(work_dir) / f"{record.id}.npz", label_dir(work_dir) / f"{record.id}.png",
-             boundary_dir(work_dir) / f"{record.id}.png", mask_dir(work_dir) / f"{record.id}.png",
-             prediction_dir(work_dir) / f"{record.id}.png"]
+    work = WorkDir(work_dir)
+    paths = [Path(record.image), work.cam(record.id), work.ir_labels / f"{record.id}.png",
+             work.boundaries / f"{record.id}.png", work.pseudo_masks / f"{record.id}.png",
+             work.seg_masks / f"{record.id}.png"]
     return [p.stat().st_mtime_ns if p.is_file() else 0 for p in paths]
 
 
@@ -216,7 +209,7 @@ def write_gallery(work_dir: str | Path, run: GalleryRun | None = None, page_size
     if run is None:
         return None
     records, class_names = run.records, run.class_names
-    out = work_dir / GALLERY_DIR
+    out = WorkDir(work_dir).gallery
     pages = max(1, math.ceil(len(records) / page_size))
     where: dict[str, int] = {}
     for page in range(pages):

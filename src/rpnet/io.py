@@ -16,7 +16,7 @@ import secrets
 import stat
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -225,17 +225,3 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def update_metrics(work_dir: str | Path, *, drop: Iterable[str] = (), **values: Any) -> dict[str, Any]:
-    """Merge ``values`` into ``WORK_DIR/metrics.json`` (README "The pipeline") and return the whole object.
-
-    Keys in ``drop`` are removed first: figures the stage no longer computes must not linger.
-    """
-    path = Path(work_dir) / "metrics.json"
-    metrics = read_json(path) if path.exists() else {}
-    for key in drop:
-        metrics.pop(key, None)
-    metrics.update(values)
-    write_json(path, metrics)
-    return metrics

@@ -38,10 +38,9 @@ from .config import Config, load_config
 from .data.build import build_dataset
 from .errors import DataError
 from .io import IGNORE_INDEX, atomic_write_text, load_mask, save_mask, write_json
+from .layout import WorkDir
 
 FORMATS = ("png", "coco")
-PSEUDO_DIR = "make_pseudo"  # rpnet.stages.make_pseudo.STAGE_DIR (not imported: that module loads the models)
-CONFIG_NAME = "config.yaml"
 MASK_FOLDER = "masks"
 CLASSES_FILE = "classes.txt"
 COCO_FILE = "instances.json"
@@ -57,11 +56,12 @@ class PseudoMask:
 
 def run_config(work_dir: str | Path) -> Config:
     """The config the pseudo masks were made with: make-pseudo's copy, else ``rpnet run``'s, pointed at ``work_dir``."""
-    work = Path(work_dir)
-    for path in (work / PSEUDO_DIR / CONFIG_NAME, work / CONFIG_NAME):
+    work = WorkDir(work_dir)
+    for path in (work.stage_config("make-pseudo"), work.config):
         if path.is_file():
-            return load_config(path, [f"work_dir={work}"])
-    raise DataError(f"no {PSEUDO_DIR}/{CONFIG_NAME} or {CONFIG_NAME} in {work}: is it a work dir where make-pseudo ran?")
+            return load_config(path, [f"work_dir={work.root}"])
+    raise DataError(f"no {work.stage_config('make-pseudo')} or {work.config}: is {work.root} a work dir where "
+                    "make-pseudo ran?")
 
 
 def pseudo_masks(work_dir: str | Path) -> tuple[list[PseudoMask], list[str], list[str]]:
@@ -76,7 +76,7 @@ def pseudo_masks(work_dir: str | Path) -> tuple[list[PseudoMask], list[str], lis
         dataset = build_dataset(cfg.data, split)
     except DataError as exc:
         raise DataError(f"the images the masks label are needed (file names, class list): {exc}") from None
-    folder = Path(work_dir) / PSEUDO_DIR / MASK_FOLDER
+    folder = WorkDir(work_dir).pseudo_masks
     masks, missing = [], []
     for record in dataset.records:
         path = folder / f"{record.id}.png"

@@ -27,6 +27,7 @@ from .calibration import CALIBRATION_FILE, calibration_entries
 from .config import AUTO
 from .gallery import ROW_STYLE, legend_html, read_gallery_run, sample_rows, thumbnail_png, write_gallery
 from .io import atomic_write_text, read_json, read_jsonl
+from .layout import LOG, WorkDir, load_cams
 
 DEFAULT_TITLE = "rpnet report"
 MISSING = "—"
@@ -37,7 +38,6 @@ BAR_INCHES = 0.3  # width per bar slot in the per-class charts
 MIN_PLOT_INCHES, MAX_PLOT_INCHES = 6.0, 16.0
 ROTATE_LABELS_ABOVE = 8  # classes; more than this and their names slant to fit
 TRAIN_PLOT_COLUMNS = 3
-DEFAULT_CAM_THRESHOLD = 0.15  # background score for the grid's CAM column when eval-cam left none
 RUN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 # (metrics.json key, row label, format); a row appears when any run has the value.
@@ -53,11 +53,9 @@ METRIC_ROWS = (
     ("seg_miou_crf", "segmentation mIoU with CRF (%)", "{:.2f}"),
 )
 PER_CLASS = (("cam_per_class", "CAM"), ("pseudo_per_class", "pseudo labels"), ("seg_per_class", "segmentation"))
-TRAIN_STAGES = ("train_cam", "train_irn", "train_seg")
+TRAIN_STAGES = ("train-cam", "train-irn", "train-seg")
 LOG_FIELDS = frozenset({"epoch", "step", "lr", "images_per_s"})  # logged every step, but not loss terms
-PICTURE_DIRS = ("eval_pseudo", "eval_cam")  # the first one with pictures wins: it has the most panels
-SEG_PICTURES = Path("eval_seg") / "pictures"  # eval-seg's panels: image, prediction (with CRF), ground truth
-PREDICTIONS = Path("eval_seg") / "masks"  # eval-seg's predicted masks, <image id>.png in the VOC palette
+PICTURE_STAGES = ("eval-pseudo", "eval-cam")  # the first one with pictures wins: it has the most panels
 GRID_COLUMNS = ("image", "CAM", "pseudo mask", "prediction", "ground truth")
 
 STYLE = """
@@ -100,7 +98,7 @@ def write_report(work_dirs: Mapping[str, str | Path], out: str | Path, title: st
 
 
 def load_run(name: str, work_dir: Path) -> Run:
-    path = work_dir / "metrics.json"
+    path = WorkDir(work_dir).metrics
     return Run(name, work_dir, read_json(path) if path.exists() else {})
 
 
@@ -177,7 +175,7 @@ def per_class_plot(classes: list[str], values: Mapping[str, list[float | None]])
 def threshold_section(runs: list[Run]) -> str:
     sweeps = {}
     for run in runs:
-        path = run.work_dir / "eval_cam" / "sweep.json"
+        path = WorkDir(run.work_dir).stage("eval-cam") / "sweep.json"
         if path.exists():
             sweep = read_json(path)
             sweeps[run.name] = ([float(t) for t in sweep["thresholds"]], [float(m) for m in sweep["miou"]])
@@ -203,7 +201,7 @@ def threshold_section(runs: list[Run]) -> str:
 def training_section(runs: list[Run]) -> str:
     parts = []
     for stage in TRAIN_STAGES:
-        logs = {run.name: read_jsonl(run.work_dir / stage / "log.jsonl") for run in runs}
+        logs = {run.name: read_jsonl(WorkDir(run.work_dir).stage(stage) / LOG) for run in runs}
         logs = {run: records for run, records in logs.items() if records}
         if logs:
             keys = (key for records in logs.values() for record in records for key in record)
@@ -236,7 +234,7 @@ def training_plot(logs: Mapping[str, list[dict[str, Any]]], terms: list[str]) ->
 def examples_section(runs: list[Run]) -> str:
     parts = []
     for run in runs:
-        for pictures in (example_pictures(run.work_dir), spread_pictures(run.work_dir / SEG_PICTURES)):
+        for pictures in (example_pictures(run.work_dir), spread_pictures(WorkDir(run.work_dir).pictures("eval-seg"))):
             if pictures:
                 figures = "".join(f"<figure>{img(p.read_bytes(), p.stem)}<figcaption>{esc(p.stem)}</figcaption>"
                                   "</figure>\n" for p in pictures)
@@ -247,8 +245,8 @@ def examples_section(runs: list[Run]) -> str:
 
 def example_pictures(work_dir: Path) -> list[Path]:
     """Up to EXAMPLES_PER_RUN PNG panels, spread over the sorted pictures of the richest label stage."""
-    for stage in PICTURE_DIRS:
-        paths = spread_pictures(work_dir / stage / "pictures")
+    for stage in PICTURE_STAGES:
+        paths = spread_pictures(WorkDir(work_dir).pictures(stage))
         if paths:
             return paths
     return []
@@ -269,7 +267,7 @@ def predictions_section(runs: list[Run]) -> str:
     exist for the training split, predictions for the evaluation split)."""
     parts = []
     for run in runs:
-        ids = [p.stem for p in spread_pictures(run.work_dir / PREDICTIONS)]
+        ids = [p.stem for p in spread_pictures(WorkDir(run.work_dir).seg_masks)]
         if not ids:
             continue
         sources = image_sources(run.work_dir, ids)
@@ -289,7 +287,8 @@ def image_sources(work_dir: Path, ids: list[str]) -> dict[str, tuple[Path, Any]]
     from .data.dataset import read_mask_file
     from .errors import RpnetError
 
-    config = next((p for p in (work_dir / "config.yaml", work_dir / "eval_seg" / "config.yaml") if p.is_file()), None)
+    work = WorkDir(work_dir)
+    config = next((p for p in (work.config, work.stage_config("eval-seg")) if p.is_file()), None)
     if config is None:
         return {}
     try:
@@ -306,7 +305,7 @@ def grid_panels(work_dir: Path, image_id: str, source: tuple[Path, Any] | None,
                 threshold: float | None) -> list[np.ndarray | None]:
     """The five pictures of one grid row as (H, W, 3) uint8 arrays, None where there is none."""
     from .data.images import read_image
-    from .io import load_mask, load_npz
+    from .io import load_mask
     from .ops.cam import cams_to_labels
     from .viz import colorize
 
@@ -318,13 +317,12 @@ def grid_panels(work_dir: Path, image_id: str, source: tuple[Path, Any] | None,
         image = read_image(source[0])
         mask = source[1]()
         gt = None if mask is None else colorize(mask)
-    cam_path = work_dir / "make_cam" / "cams" / f"{image_id}.npz"
-    if cam_path.is_file():
-        arrays = load_npz(cam_path)
-        cam = colorize(cams_to_labels(arrays["high_res"].astype(np.float32), arrays["keys"],
-                                      DEFAULT_CAM_THRESHOLD if threshold is None else threshold))
-    pseudo = mask_at(work_dir / "make_pseudo" / "masks" / f"{image_id}.png")
-    return [image, cam, pseudo, mask_at(work_dir / PREDICTIONS / f"{image_id}.png"), gt]
+    work = WorkDir(work_dir)
+    if work.cam(image_id).is_file() and threshold is not None:  # no threshold: eval-cam has not run
+        cams = load_cams(work.cam(image_id))
+        cam = colorize(cams_to_labels(cams.high_res.astype(np.float32), cams.keys, threshold))
+    pseudo = mask_at(work.pseudo_masks / f"{image_id}.png")
+    return [image, cam, pseudo, mask_at(work.seg_masks / f"{image_id}.png"), gt]
 
 
 def cell_html(panel: np.ndarray | None, alt: str) -> str:
@@ -369,7 +367,7 @@ def is_png(path: Path) -> bool:
 def footer(runs: list[Run]) -> str:
     configs = []
     for run in runs:
-        path = run.work_dir / "train_cam" / "config.yaml"
+        path = WorkDir(run.work_dir).stage_config("train-cam")
         if path.exists():
             configs.append(f"<details><summary>config of {esc(run.name)} ({esc(path)})</summary>\n"
                            f"<pre>{esc(path.read_text())}</pre>\n</details>")

@@ -36,6 +36,7 @@ from .config import Config, load_config, read_yaml
 from .engine.distributed import world
 from .errors import ConfigError
 from .io import atomic_write_text, read_json, write_json
+from .layout import WorkDir
 from .workdir import work_dir_lock
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,7 @@ def format_plan(cells: Sequence[Cell]) -> str:
 
 
 def cell_metrics(cell: Cell) -> dict[str, Any]:
-    path = cell.work_dir / "metrics.json"
+    path = WorkDir(cell.work_dir).metrics
     return read_json(path) if path.exists() else {}
 
 

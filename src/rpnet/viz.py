@@ -51,3 +51,9 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarr
     """Blend a [0, 1] heat map (jet colours) over an (H, W, 3) uint8 image."""
     colours = (plt.get_cmap("jet")(np.clip(heat, 0, 1))[..., :3] * 255).astype(np.float32)
     return (image.astype(np.float32) * (1 - alpha) + colours * alpha).astype(np.uint8)
+
+
+def picture_indices(n: int, count: int) -> list[int]:
+    """``count`` indices spread evenly over ``n`` images (the same ones on every run): the images an
+    eval stage draws."""
+    return sorted(set(np.linspace(0, n - 1, num=min(count, n)).round().astype(int).tolist())) if n else []

@@ -29,14 +29,14 @@ from typing import Iterator
 
 from .errors import RpnetError
 from .io import remove_temporaries
+from .layout import METRICS, REPORT, RUN_CONFIG
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".rpnet.lock"
 MARK_FILE = ".rpnet"
 RUNNER_RECORDS = ("done.json", "started.json")  # rpnet.pipeline.state's records: also mark a stage folder
-RUN_CONFIG = "config.yaml"  # the resolved config rpnet writes into the work dir (and each stage folder)
-RUN_FILES = (RUN_CONFIG, "metrics.json", "report.html")  # what rpnet writes at the top of a work dir
+RUN_FILES = (RUN_CONFIG, METRICS, REPORT)  # what rpnet writes at the top of a work dir
 
 _held: dict[Path, tuple[int, int]] = {}  # lock path -> (fd, depth), this process's locks
 

@@ -20,11 +20,13 @@ from torch import nn
 
 from rpnet.config import save_config
 from rpnet.engine import distributed as D
+from rpnet.engine.distributed import epoch_batches
 from rpnet.engine.trainer import _checkpoint_on_every_rank
 from rpnet.errors import ConfigError, RpnetError
 from rpnet.io import load_npz, read_jsonl
 from rpnet.models.backbones import FrozenBatchNorm2d
 from rpnet.stages import make_cam, train_cam
+from rpnet.layout import WorkDir
 
 TORCHRUN_TIMEOUT_S = 240
 
@@ -215,7 +217,7 @@ def test_make_cam_on_two_ranks_writes_the_files_of_one(tiny_cfg, tmp_path):
     single = make_cam.run(one)
     save_config(two, tmp_path / "two.yaml")
     torchrun(2, "make-cam", str(tmp_path / "two.yaml"))
-    double = make_cam.cam_dir(two.work_dir)
+    double = WorkDir(two.work_dir).cams
     names = sorted(p.name for p in single.iterdir())
     assert len(names) == 8 and sorted(p.name for p in double.iterdir()) == names  # no temp files either
     for name in names:
@@ -257,3 +259,20 @@ def test_two_ranks_killed_mid_run_resume_to_the_uninterrupted_weights(tiny_cfg, 
     last = ranks[0][-1]["step"]
     assert last == ranks[1][-1]["step"] == len(read_jsonl(tmp_path / "straight" / "train_cam" / "trace" / "rank0.jsonl"))
     assert ranks[0][-1]["weights"] == ranks[1][-1]["weights"]  # the ranks agree at the end
+
+
+def test_epoch_batches_are_full_seeded_shuffles():
+    a = epoch_batches(10, 4, seed=0, epoch=0)
+    assert [len(b) for b in a] == [4, 4]  # the last 2 images are dropped
+    assert len(set(sum(a, []))) == 8 and set(sum(a, [])) <= set(range(10))
+    assert a == epoch_batches(10, 4, seed=0, epoch=0)
+    assert a != epoch_batches(10, 4, seed=0, epoch=1)
+
+
+def test_ranks_take_disjoint_slices_of_each_global_batch():
+    whole = epoch_batches(12, 4, seed=1, epoch=2)
+    ranks = [epoch_batches(12, 4, seed=1, epoch=2, num_replicas=2, rank=r) for r in range(2)]
+    assert [len(b) for r in ranks for b in r] == [2] * 6
+    assert [a + b for a, b in zip(*ranks)] == whole  # rank 0's half, then rank 1's, of each step's batch
+    with pytest.raises(ConfigError, match="train_irn.batch_size 4 must be a multiple of 8"):
+        epoch_batches(12, 4, seed=1, epoch=2, num_replicas=8, rank=0, key="train_irn.batch_size")

@@ -4,7 +4,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rpnet.engine.trainer import CHECKPOINT_NAME, LOG_NAME, TRACE_DIR, WEIGHTS_NAME, LoopSettings, train
+from rpnet.engine.trainer import LoopSettings, train
+from rpnet.layout import CHECKPOINT as CHECKPOINT_NAME, LOG as LOG_NAME, TRACE as TRACE_DIR, WEIGHTS as WEIGHTS_NAME
 from rpnet.errors import RpnetError
 from rpnet.io import read_jsonl
 

@@ -13,6 +13,8 @@ from rpnet.ops.random_walk import (
     transition_stencil,
 )
 
+IRN = {"radius": 5, "beta": 10}  # IRN's walk: radius 5, affinity ** 10 (its steps 2^8, background 0.25)
+
 
 def _random_edge(h: int, w: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
@@ -41,9 +43,9 @@ def test_affinity_is_symmetric_with_self_loops():
 
 def test_transition_is_column_stochastic():
     edge = _random_edge(6, 7)
-    t = transition_matrix(sparse_affinity(edge)).to_dense()
+    t = transition_matrix(sparse_affinity(edge, **IRN)).to_dense()
     torch.testing.assert_close(t.sum(dim=0), torch.ones(42, dtype=torch.float64), atol=1e-5, rtol=0)
-    stencil = transition_stencil(affinity_stencil(edge))
+    stencil = transition_stencil(affinity_stencil(edge, **IRN))
     torch.testing.assert_close(stencil_to_sparse(stencil).to_dense(), t)
 
 
@@ -62,11 +64,11 @@ def test_a_boundary_line_stops_the_walk():
     edge[:, 4] = 1.0  # a wall down column 4
     cams = torch.zeros(1, 6, 9)
     cams[0, 2, 1] = 1.0
-    stencil = transition_stencil(affinity_stencil(edge))
+    stencil = transition_stencil(affinity_stencil(edge, **IRN))
     walked = random_walk_stencil(cams, stencil, steps=256)
     assert walked[0, :, 4:].abs().max() == 0  # nothing crosses, nothing reaches the wall
     assert walked[0, :, :4].min() > 0  # the left side is connected: everything gets some
-    sparse = random_walk(cams, transition_matrix(sparse_affinity(edge)), steps=256)
+    sparse = random_walk(cams, transition_matrix(sparse_affinity(edge, **IRN)), steps=256)
     torch.testing.assert_close(sparse, walked)
 
 
@@ -74,7 +76,7 @@ def test_walk_averages_so_it_keeps_constants_and_range():
     # v <- v T with column-stochastic T makes every value a weighted average of the old ones:
     # constants stay, values stay within [min, max] (the sum is not conserved in this direction).
     edge = _random_edge(6, 7).float()
-    stencil = transition_stencil(affinity_stencil(edge))
+    stencil = transition_stencil(affinity_stencil(edge, **IRN))
     ones = torch.ones(1, 6, 7)
     torch.testing.assert_close(random_walk_stencil(ones, stencil, steps=16), ones)
     cams = torch.rand(2, 6, 7, generator=torch.Generator().manual_seed(2)) + 0.1
@@ -91,7 +93,7 @@ def test_pseudo_label_fills_regions_up_to_the_boundary():
     cams = torch.zeros(2, 4, 7)
     cams[0, 1, 1] = 1.0  # class 5 on the left
     cams[1, 2, 5] = 1.0  # class 9 on the right
-    label = pseudo_label_from_walk(cams, [5, 9], edge, (16, 28))
+    label = pseudo_label_from_walk(cams, [5, 9], edge, (16, 28), **IRN, steps=256, bg_threshold=0.25)
     assert label.dtype == torch.uint8 and label.shape == (16, 28)
     # the walk spreads each peak evenly over its side (both sides alike, so both reach ~1 after
     # the global max); bilinear upsampling puts the wall's zero over full-size columns 13-14
@@ -106,20 +108,20 @@ def test_pseudo_label_uses_one_global_max_and_the_background_threshold():
     cams = torch.zeros(2, 4, 6)
     cams[0, :, :3] = 1.0  # strong class 2, left
     cams[1, :, 4:] = 0.2  # weak class 7, right: 0.2 of the global max stays below 0.25
-    label = pseudo_label_from_walk(cams, torch.tensor([2, 7]), edge, (16, 24), bg_threshold=0.25)
+    label = pseudo_label_from_walk(cams, torch.tensor([2, 7]), edge, (16, 24), **IRN, steps=256, bg_threshold=0.25)
     assert torch.all(label[:, :10] == 3)
     assert torch.all(label[:, 13:] == 0)
-    label = pseudo_label_from_walk(cams, torch.tensor([2, 7]), edge, (16, 24), bg_threshold=0.1)
+    label = pseudo_label_from_walk(cams, torch.tensor([2, 7]), edge, (16, 24), **IRN, steps=256, bg_threshold=0.1)
     assert torch.all(label[:, 17:] == 8)
 
 
 def test_pseudo_label_without_classes_is_background():
-    label = pseudo_label_from_walk(torch.zeros(0, 3, 4), [], torch.zeros(3, 4), (10, 13))
+    label = pseudo_label_from_walk(torch.zeros(0, 3, 4), [], torch.zeros(3, 4), (10, 13), **IRN, steps=256, bg_threshold=0.25)
     assert label.shape == (10, 13) and label.max() == 0
 
 
 def test_pseudo_label_checks_sizes():
     with pytest.raises(ValueError, match="keys"):
-        pseudo_label_from_walk(torch.zeros(2, 3, 4), [1], torch.zeros(3, 4), (12, 16))
+        pseudo_label_from_walk(torch.zeros(2, 3, 4), [1], torch.zeros(3, 4), (12, 16), **IRN, steps=256, bg_threshold=0.25)
     with pytest.raises(ValueError, match="cover"):
-        pseudo_label_from_walk(torch.zeros(1, 3, 4), [1], torch.zeros(3, 4), (13, 16))
+        pseudo_label_from_walk(torch.zeros(1, 3, 4), [1], torch.zeros(3, 4), (13, 16), **IRN, steps=256, bg_threshold=0.25)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from rpnet import cli
+from rpnet import stages
 from rpnet.config import load_config, to_dict
-from rpnet.io import atomic_write_text, update_metrics
-from rpnet.pipeline.graph import GRAPH
+from rpnet.io import atomic_write_text
+from rpnet.layout import WorkDir, update_metrics
 from rpnet.stages.common import stage_dir
 
 ITEMS = 4
@@ -39,20 +39,20 @@ class FakePipeline:
     def __init__(self) -> None:
         self.calls: list[tuple[str, bool]] = []
         self.kill: dict[str, int] = {}
+        self.modules = {name: self.module(name) for name in FAKE_ORDER}  # what rpnet.stages.load gives
 
     def module(self, name: str) -> types.ModuleType:
         module = types.ModuleType(f"fake_{name}")
-        module.STAGE_DIR = name.replace("-", "_")
         module.run = lambda cfg, *, resume=False: self.run(name, cfg, resume)
         return module
 
     def run(self, name: str, cfg, resume: bool) -> Path:
         self.calls.append((name, resume))
-        out = stage_dir(cfg, name.replace("-", "_"))
+        out = stage_dir(cfg, name)
         raw = to_dict(cfg)
-        upstream = [(Path(cfg.work_dir) / u.replace("-", "_") / "item0.txt").read_text()
-                    for u in GRAPH[name].upstream]
-        content = json.dumps({"stage": name, "sections": {s: raw[s] for s in GRAPH[name].sections},
+        spec = stages.stage(name)
+        upstream = [(WorkDir(cfg.work_dir).stage(u) / "item0.txt").read_text() for u in spec.upstream]
+        content = json.dumps({"stage": name, "sections": {s: raw[s] for s in spec.sections},
                               "upstream": upstream}, sort_keys=True)
         for i in range(ITEMS):
             if self.kill.get(name) == i:
@@ -78,8 +78,11 @@ class FakePipeline:
 
 @pytest.fixture
 def fake(monkeypatch) -> FakePipeline:
+    """The real declarations of FAKE_ORDER's stages (rpnet.stages.STAGES), run by fake modules
+    (``fake.modules``: a test may add a stage there and to the declarations)."""
     pipeline = FakePipeline()
-    monkeypatch.setattr(cli, "STAGES", {name: pipeline.module(name) for name in FAKE_ORDER})
+    monkeypatch.setattr(stages, "STAGES", tuple(s for s in stages.STAGES if s.name in FAKE_ORDER))
+    monkeypatch.setattr(stages, "load", lambda name: pipeline.modules[stages.stage(name).name])
     return pipeline
 
 

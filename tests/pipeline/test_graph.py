@@ -1,72 +1,107 @@
-"""The dependency graph matches the stage modules: every stage listed, no config section read unlisted."""
+"""The stage declarations (rpnet.stages.STAGES) match the stage modules: no config section read unlisted,
+upstream before downstream, no stage importing another."""
 
 import ast
-import importlib
 import inspect
 import textwrap
 
 import pytest
 
-from rpnet import cli
+from pathlib import Path
+
+from rpnet import stages
 from rpnet.config import Config
-from rpnet.pipeline.graph import GRAPH, RUNTIME_KEYS, StageSpec, stage_folder, stage_order, stage_spec
+from rpnet.layout import stage_folder
+from rpnet.pipeline.graph import RUNTIME_KEYS, scored_split, scoring_stages, stage_order, stage_spec
 
 CFG = "cfg"  # what every stage module calls the Config it receives
 
 
 def config_reads(source: str, namespace: dict, seen: set) -> set[str]:
     """Top-level config keys read as ``cfg.KEY`` in ``source``, following calls that pass ``cfg`` on
-    to functions of other rpnet.stages modules (e.g. ``ir_label_dataset(cfg)``)."""
+    to other rpnet functions (e.g. ``ir_label_dataset(cfg)``)."""
     reads = set()
     for node in ast.walk(ast.parse(textwrap.dedent(source))):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == CFG:
             reads.add(node.attr)
         elif isinstance(node, ast.Call) and any(isinstance(a, ast.Name) and a.id == CFG for a in node.args):
             func = namespace.get(node.func.id) if isinstance(node.func, ast.Name) else None
-            if inspect.isfunction(func) and func.__module__.startswith("rpnet.stages") and func not in seen:
+            if inspect.isfunction(func) and func.__module__.startswith("rpnet.") and func not in seen:
                 seen.add(func)
                 reads |= config_reads(inspect.getsource(func), vars(inspect.getmodule(func)), seen)
     return reads
 
 
-@pytest.mark.parametrize("name", list(cli.STAGES))
-def test_each_stage_reads_only_the_sections_the_graph_lists(name):
-    assert name in GRAPH, f"stage {name} is in cli.STAGES but not in rpnet.pipeline.graph.GRAPH"
-    module = importlib.import_module(cli.STAGES[name])
+@pytest.mark.parametrize("name", stages.names())
+def test_each_stage_reads_only_the_sections_it_declares(name):
+    module = stages.load(name)
     reads = config_reads(inspect.getsource(module), vars(module), set())
     assert reads, "the source scan found no cfg.* read: the check would pass vacuously"
-    unlisted = reads - set(GRAPH[name].sections) - RUNTIME_KEYS
-    assert not unlisted, f"{name} reads config sections {sorted(unlisted)} that GRAPH does not list"
+    unlisted = reads - set(stages.stage(name).sections) - RUNTIME_KEYS
+    assert not unlisted, f"{name} reads config sections {sorted(unlisted)} that its declaration does not list"
 
 
-def test_the_scan_follows_helpers_into_other_stage_modules():
+def test_the_scan_follows_helpers_into_other_modules():
     from rpnet.stages import train_irn
 
-    # train_irn reads cfg.ir_label only through make_ir_label.ir_label_dataset.
+    # train_irn reads cfg.ir_label only through common.ir_label_dataset.
     assert "ir_label" not in {n.attr for n in ast.walk(ast.parse(inspect.getsource(train_irn)))
                               if isinstance(n, ast.Attribute) and getattr(n.value, "id", None) == CFG}
     assert "ir_label" in config_reads(inspect.getsource(train_irn), vars(train_irn), set())
 
 
 def test_upstream_stages_come_first_and_sections_exist():
-    order = list(GRAPH)
+    order = stages.names()
     sections = set(Config.__dataclass_fields__)
-    for name, spec in GRAPH.items():
-        assert all(order.index(u) < order.index(name) for u in spec.upstream), name
-        assert set(spec.sections) <= sections, f"{name}: {set(spec.sections) - sections}"
+    assert len(set(order)) == len(order)
+    for spec in stages.STAGES:
+        assert all(order.index(u) < order.index(spec.name) for u in spec.upstream), spec.name
+        assert set(spec.sections) <= sections, f"{spec.name}: {set(spec.sections) - sections}"
+        assert spec.scores is None or spec.scores in sections
 
 
-def test_a_stage_missing_from_the_graph_depends_on_everything_before_it():
-    order = ["train-cam", "make-cam", "new-stage"]
-    spec = stage_spec("new-stage", order)
-    assert spec == StageSpec(("train-cam", "make-cam"), tuple(Config.__dataclass_fields__))
-
-
-def test_stages_come_from_cli_stages_live(monkeypatch):
-    monkeypatch.setitem(cli.STAGES, "extra-stage", "rpnet.stages.eval_cam")
-    assert stage_order()[-1] == "extra-stage"
-    assert stage_folder("extra-stage") == "eval_cam"  # the module's STAGE_DIR
+def test_the_order_and_folders_come_from_the_declarations():
+    assert stage_order() == ["train-cam", "make-cam", "eval-cam", "make-ir-label", "train-irn", "make-pseudo",
+                             "eval-pseudo", "train-seg", "eval-seg"]
     assert stage_folder("make-ir-label") == "make_ir_label"
+    # a partial order (a test running part of the pipeline) keeps only the upstream stages it has
+    assert stage_spec("eval-pseudo", ["make-cam", "eval-cam", "eval-pseudo"]).upstream == ("make-cam", "eval-cam")
+    with pytest.raises(Exception, match="unknown stage 'make-mess'"):
+        stages.stage("make-mess")
+
+
+def test_scoring_stages_score_the_split_their_section_names(tiny_cfg):
+    assert scoring_stages() == ["eval-cam", "eval-pseudo"]
+    cfg = tiny_cfg("eval_cam.split=val")
+    assert scored_split(cfg, "eval-cam") == "val"
+    assert scored_split(cfg, "eval-pseudo") == cfg.data.train_split  # its split is null: the train split
+    assert scored_split(cfg, "train-cam") is None
+
+
+STAGES_DIR = Path(stages.__file__).parent
+
+
+@pytest.mark.parametrize("path", sorted(STAGES_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_no_stage_module_imports_another(path):
+    """Stages hand each other files (rpnet.layout), never code: a stage module imports only downward."""
+    siblings = {s.module.rsplit(".", 1)[1] for s in stages.STAGES}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            names = {a.name for a in node.names}
+            imported = ({module.rsplit(".", 1)[-1]} if node.level == 1 or module.startswith("rpnet.stages.") else set())
+            if node.level == 1 and not module:
+                imported = names
+            assert not imported & siblings, f"{path.name} imports stage module(s) {imported & siblings}"
+
+
+def test_the_stage_table_imports_no_torch():
+    """``rpnet --help`` reads the declarations: loading them must not pull in torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, rpnet.stages, rpnet.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 def test_runtime_keys_name_real_config_keys():

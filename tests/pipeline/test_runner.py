@@ -6,13 +6,13 @@ import shutil
 import numpy as np
 import pytest
 
-from rpnet import cli
+from rpnet.stages import STAGES as ALL_STAGES
 from rpnet.errors import ConfigError
 from rpnet.workdir import NotOurs
 from rpnet.io import load_npz
 from rpnet.pipeline import run_pipeline, stage_statuses
 from rpnet.pipeline.runner import stage_range
-from rpnet.stages.make_cam import cam_dir
+from rpnet.layout import WorkDir
 
 FAKE_ORDER = ("train-cam", "make-cam", "eval-cam", "make-ir-label", "train-irn", "make-pseudo", "eval-pseudo")
 
@@ -187,9 +187,12 @@ def test_a_stale_stage_folder_holding_the_user_s_files_is_not_deleted(fake, fake
 def test_a_batch_larger_than_the_data_is_refused_before_the_first_stage_runs(fake, fake_cfg, monkeypatch):
     from rpnet.stages import train_seg
 
+    from rpnet import stages
+
     fake_seg = fake.module("train-seg")  # the real check of the real stage, the fake's run
     fake_seg.check = train_seg.check
-    monkeypatch.setitem(cli.STAGES, "train-seg", fake_seg)
+    fake.modules["train-seg"] = fake_seg
+    monkeypatch.setattr(stages, "STAGES", (*stages.STAGES, next(s for s in ALL_STAGES if s.name == "train-seg")))
     with pytest.raises(ConfigError, match="train_seg.batch_size 64 needs at least 64 images.* there are 8"):
         run_pipeline(fake_cfg("train_seg.batch_size=64"))
     assert fake.ran() == []
@@ -201,20 +204,20 @@ def test_real_make_cam_killed_half_way_resumes_to_the_same_cams(tiny_cfg, monkey
     from rpnet.stages import make_cam
 
     cfg = tiny_cfg("make_cam.batch_size=1", "eval_cam.num_pictures=0", "train_cam.max_steps=1")
-    real_save, saved = make_cam.save_npz, []
+    real_save, saved = make_cam.save_cams, []
 
-    def dying_save(path, **arrays):
+    def dying_save(path, cams):
         if len(saved) == 3:
             raise Killed("make-cam killed")
         saved.append(path)
-        return real_save(path, **arrays)
+        return real_save(path, cams)
 
-    monkeypatch.setattr(make_cam, "save_npz", dying_save)
+    monkeypatch.setattr(make_cam, "save_cams", dying_save)
     with pytest.raises(Killed):
         run_pipeline(cfg, until="eval-cam")
-    cams = cam_dir(cfg.work_dir)
+    cams = WorkDir(cfg.work_dir).cams
     assert len(list(cams.glob("*.npz"))) == 3 and stage_statuses(cfg)["make-cam"].state == "partial"
-    monkeypatch.setattr(make_cam, "save_npz", real_save)
+    monkeypatch.setattr(make_cam, "save_cams", real_save)
 
     trained = (cfg.work_dir / "train_cam" / "done.json").read_text()
     results = run_pipeline(cfg, until="eval-cam")

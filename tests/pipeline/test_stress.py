@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from rpnet import cli
+from rpnet import stages
 from rpnet.config import save_config
-from rpnet.pipeline.graph import stage_folder
+from rpnet.layout import stage_folder
 from test_demo import TINY
 from test_ground_truth_free import outputs
 
@@ -39,7 +39,7 @@ def write_config(tiny_cfg, tmp_path: Path, name: str) -> Path:
 
 def in_progress(work: Path) -> str | None:
     """The stage whose folder has a start record and no finish record: the one running."""
-    for name in cli.STAGES:
+    for name in stages.names():
         folder = work / stage_folder(name)
         if (folder / "started.json").is_file() and not (folder / "done.json").is_file():
             return name
@@ -57,7 +57,7 @@ def test_two_runs_started_together_one_runs_the_other_is_refused(tiny_cfg, tmp_p
     winner = first if results[0][0] == 0 else second
     assert f"is in use by pid {winner.pid} on host" in refused and "rpnet run" in refused
     assert "Traceback" not in refused
-    for name in cli.STAGES:  # the run that went ahead is complete and untouched by the other
+    for name in stages.names():  # the run that went ahead is complete and untouched by the other
         assert (tmp_path / "work" / stage_folder(name) / "done.json").is_file()
 
 
@@ -71,7 +71,7 @@ def test_a_run_killed_in_every_stage_resumes_to_the_bytes_of_an_uninterrupted_ru
     work = tmp_path / "killed"
     rng = random.Random(0)
     killed_in = []
-    for target in cli.STAGES:  # one kill per stage, at a random moment after it has started
+    for target in stages.names():  # one kill per stage, at a random moment after it has started
         run = rpnet_run(config)
         while run.poll() is None and not (work / stage_folder(target) / "started.json").is_file():
             time.sleep(0.01)

@@ -8,8 +8,8 @@ from safetensors.torch import save_file
 from rpnet.data.build import build_dataset
 from rpnet.io import save_npz
 from rpnet.models.backbones import build_backbone
-from rpnet.stages.make_cam import cam_dir
-from rpnet.stages.train_cam import CLASSIFIER_BACKBONE_PREFIX
+from rpnet.models.build import CLASSIFIER_BACKBONE_PREFIX
+from rpnet.layout import WorkDir
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def write_classifier():
         backbone = build_backbone(cfg.model.backbone, output_stride=cfg.model.output_stride)
         tensors = {f"{CLASSIFIER_BACKBONE_PREFIX}{k}": v.contiguous() for k, v in backbone.state_dict().items()}
         tensors["classifier.weight"] = torch.randn(6, backbone.channels["block4"], 1, 1)
-        path = cfg.work_dir / "train_cam" / "model.safetensors"
+        path = WorkDir(cfg.work_dir).weights("train-cam")
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(path))
         return tensors
@@ -39,5 +39,5 @@ def write_three_level_cams():
             keys = np.array(sorted(rec.tags))
             level = np.where(np.arange(mask.shape[0])[:, None] % 2 == 0, 0.3, 0.9)
             high = np.stack([(mask == k + 1) * level for k in keys]).astype(np.float16)
-            save_npz(cam_dir(cfg.work_dir) / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
+            save_npz(WorkDir(cfg.work_dir).cams / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
     return write

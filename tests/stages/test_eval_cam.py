@@ -8,7 +8,8 @@ from rpnet.errors import RpnetError
 from rpnet.io import read_json, save_npz
 from rpnet.stages import eval_cam
 from rpnet.stages.eval_cam import sweep_thresholds
-from rpnet.stages.make_cam import cam_dir
+from rpnet.layout import WorkDir
+from rpnet.calibration import cam_threshold
 
 
 def write_cams_from_masks(cfg, score):
@@ -18,7 +19,7 @@ def write_cams_from_masks(cfg, score):
         mask = data[i]["mask"]
         keys = np.array(sorted(rec.tags))
         high = np.stack([(mask == k + 1) * score for k in keys]).astype(np.float16)
-        save_npz(cam_dir(cfg.work_dir) / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
+        save_npz(WorkDir(cfg.work_dir).cams / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
 
 
 def test_perfect_cams_score_100_at_the_configured_threshold_and_the_oracle_one(tiny_cfg):
@@ -58,7 +59,7 @@ def test_auto_threshold_is_calibrated_from_the_cams_without_masks(tiny_cfg, writ
     assert 0.0 < metrics["cam_threshold"] <= 0.3 and metrics["cam_miou"] == 100.0
     calibration = read_json(cfg.work_dir / "eval_cam" / "calibration.json")
     assert calibration["sources"] == {"cam_threshold": "auto"}
-    assert eval_cam.cam_threshold(cfg) == metrics["cam_threshold"]
+    assert cam_threshold(cfg) == metrics["cam_threshold"]
 
 
 def test_sweep_values():
@@ -77,7 +78,7 @@ def test_only_the_images_with_masks_are_scored_and_every_image_is_calibrated(tin
     shutil.copytree(tiny_voc, root)
     cfg = tiny_cfg(f"data.root={root}", "eval_cam.threshold=0.5")  # two CAM values: nothing to calibrate
     write_cams_from_masks(cfg, 1.0)
-    cams = sorted(cam_dir(cfg.work_dir).glob("*.npz"))
+    cams = sorted(WorkDir(cfg.work_dir).cams.glob("*.npz"))
     for cam in cams[:5]:  # 3 of the 8 images keep their masks
         (root / "SegmentationClass" / f"{cam.stem}.png").unlink()
     metrics = eval_cam.run(cfg)
@@ -100,6 +101,6 @@ def test_region_figures_of_perfect_cams_and_of_cams_that_cover_everything(tiny_c
     for i, rec in enumerate(data.records):
         keys = np.array(sorted(rec.tags))
         high = np.ones((len(keys), *data[i]["mask"].shape), np.float16)
-        save_npz(cam_dir(cfg.work_dir) / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
+        save_npz(WorkDir(cfg.work_dir).cams / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
     metrics = eval_cam.run(cfg)
     assert metrics["cam_background_fp"] == 100.0

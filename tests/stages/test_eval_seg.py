@@ -8,7 +8,8 @@ from rpnet.data.build import build_dataset
 from rpnet.errors import RpnetError
 from rpnet.io import IGNORE_INDEX, load_mask, read_json
 from rpnet.predict import SegmentationSpec, build_model, save_segmentation_weights
-from rpnet.stages import eval_seg, train_seg
+from rpnet.stages import eval_seg
+from rpnet.layout import WorkDir
 
 CONFIDENT = 1 - 1e-4  # probability of the chosen class in a fabricated prediction
 
@@ -37,7 +38,7 @@ def test_a_prediction_equal_to_the_ground_truth_scores_100_with_and_without_crf(
     assert {k for k, v in metrics["seg_per_class"].items() if v is not None} == present
     assert all(metrics["seg_per_class"][name] == 100.0 for name in present)
     for image_id, gt in truth.items():  # the written masks are the predictions, as palette PNGs
-        assert np.array_equal(load_mask(eval_seg.mask_dir(cfg.work_dir) / f"{image_id}.png"),
+        assert np.array_equal(load_mask(WorkDir(cfg.work_dir).seg_masks / f"{image_id}.png"),
                               np.where(gt == IGNORE_INDEX, 0, gt))
     assert len(list((cfg.work_dir / "eval_seg" / "pictures").glob("*.png"))) == 2
 
@@ -78,12 +79,12 @@ def test_run_writes_metrics_masks_and_skips_finished_images(tiny_cfg):
     # train-seg's output, without the training: an untrained model with its metadata
     torch.manual_seed(0)
     spec = SegmentationSpec("deeplab_largefov", "resnet18", 16, val_set(cfg).class_names)
-    save_segmentation_weights(train_seg.weights_path(cfg.work_dir), build_model(spec), spec)
+    save_segmentation_weights(WorkDir(cfg.work_dir).weights("train-seg"), build_model(spec), spec)
     metrics = eval_seg.run(cfg)
     saved = read_json(cfg.work_dir / "metrics.json")
     assert {"seg_miou", "seg_miou_crf", "seg_per_class"} <= set(saved) and saved["seg_miou"] == metrics["seg_miou"]
     assert 0 <= saved["seg_miou"] <= 100 and list(saved["seg_per_class"]) == list(val_set(cfg).class_names)
-    masks = sorted(eval_seg.mask_dir(cfg.work_dir).glob("*.png"))
+    masks = sorted(WorkDir(cfg.work_dir).seg_masks.glob("*.png"))
     assert [p.stem for p in masks] == sorted(val_set(cfg).ids)
     stamps = [p.stat().st_mtime_ns for p in masks]
     eval_seg.run(cfg)  # same weights and settings: the masks are read back, not written again

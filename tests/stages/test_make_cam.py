@@ -9,6 +9,8 @@ from rpnet.errors import DataError
 from rpnet.io import load_npz, save_npz
 from rpnet.stages import eval_cam, make_cam, train_cam
 from rpnet.stages.make_cam import multiscale_cams
+from rpnet.layout import WorkDir
+from rpnet.models.build import build_classifier
 
 
 def test_cam_files_per_image_shapes_and_normalisation(tiny_cfg, tiny_voc):
@@ -32,7 +34,7 @@ def test_rerun_skips_finished_batches_and_redoes_a_batch_with_a_missing_image_wh
     # batches of 2: (0, 1), (2, 3), ... of the 8 images, whatever is done already
     cfg = tiny_cfg("train_cam.max_steps=1", "make_cam.batch_size=2")
     train_cam.run(cfg)
-    out = make_cam.cam_dir(cfg.work_dir)
+    out = WorkDir(cfg.work_dir).cams
     fake = dict(keys=np.array([0]), cam=np.zeros((1, 16, 16), np.float16), high_res=np.zeros((1, 64, 64), np.float16))
     for stem in ("synth_000000", "synth_000001", "synth_000002"):  # batch (0, 1) complete, (2, 3) not
         save_npz(out / f"{stem}.npz", **fake)
@@ -91,7 +93,7 @@ def test_flip_is_mirrored_back_and_scales_are_summed():
 def test_enhanced_cam_source_runs_the_prototype_module_on_one_image(tiny_cfg):
     cfg = tiny_cfg("train_cam.max_steps=1", "model.cam_source=enhanced", "make_cam.scales=[1.0]")
     train_cam.run(cfg)
-    model = train_cam.build_classifier(cfg.model, 6)
+    model = build_classifier(cfg.model, 6)
     x = torch.randn(1, 3, 64, 64)
     out = model.eval()(x, group_size=1)
     # K = 1: the enhanced CAM is the original one weighted by G(F), position by position (eq. 10)

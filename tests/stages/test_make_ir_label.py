@@ -7,7 +7,7 @@ from rpnet.data.build import build_dataset
 from rpnet.errors import RpnetError
 from rpnet.io import IGNORE_INDEX, load_mask, load_npz, read_json, save_mask, save_npz
 from rpnet.stages import make_ir_label
-from rpnet.stages.make_cam import cam_dir
+from rpnet.layout import WorkDir
 
 
 def write_cams(cfg, score):
@@ -18,7 +18,7 @@ def write_cams(cfg, score):
         mask = data[i]["mask"]
         keys = np.array(sorted(rec.tags), dtype=np.int64)
         high = np.stack([(mask == k + 1) * score for k in keys]).astype(np.float16)
-        save_npz(cam_dir(cfg.work_dir) / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
+        save_npz(WorkDir(cfg.work_dir).cams / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
         truth[rec.id] = (keys, mask)
     return truth
 
@@ -57,7 +57,7 @@ def test_weak_cams_are_unsure(tiny_cfg):
 def test_rerun_skips_finished_images(tiny_cfg):
     cfg = tiny_cfg("ir_label.workers=1", "ir_label.fg_threshold=0.30", "ir_label.bg_threshold=0.05")
     write_cams(cfg, 1.0)
-    done = make_ir_label.label_dir(cfg.work_dir) / "synth_000003.png"
+    done = WorkDir(cfg.work_dir).ir_labels / "synth_000003.png"
     save_mask(done, np.full((64, 64), 7, np.uint8))
     make_ir_label.run(cfg)
     assert (load_mask(done) == 7).all()  # left alone
@@ -71,10 +71,10 @@ def test_two_workers_write_the_same_labels_as_one(tiny_cfg, tmp_path):
     for cfg in (one, two):
         write_cams(cfg, 0.6)
         make_ir_label.run(cfg)
-    files = sorted(make_ir_label.label_dir(one.work_dir).glob("*.png"))
+    files = sorted(WorkDir(one.work_dir).ir_labels.glob("*.png"))
     assert len(files) == 8
     for f in files:
-        a, b = load_mask(f), load_mask(make_ir_label.label_dir(two.work_dir) / f.name)
+        a, b = load_mask(f), load_mask(WorkDir(two.work_dir).ir_labels / f.name)
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
@@ -93,7 +93,7 @@ def test_auto_thresholds_are_the_calibrated_cam_threshold_and_its_half(tiny_cfg,
     fg, bg = calibration["values"]["fg_threshold"], calibration["values"]["bg_threshold"]
     assert 0 < fg <= 0.3 and bg == round(fg / 2, 4)
     assert calibration["sources"] == {"fg_threshold": "auto", "bg_threshold": "auto"}
-    values = sum(load_npz(p)["high_res"].size for p in cam_dir(cfg.work_dir).glob("*.npz"))
+    values = sum(load_npz(p)["high_res"].size for p in WorkDir(cfg.work_dir).cams.glob("*.npz"))
     assert sum(calibration["evidence"]["cam_value_histogram"]) == values  # every CAM value, once
 
 

@@ -9,8 +9,9 @@ from rpnet.engine.checkpoint import save_model_weights
 from rpnet.errors import RpnetError
 from rpnet.io import IGNORE_INDEX, load_mask, load_npz, read_json, save_mask, save_npz
 from rpnet.stages import make_pseudo
-from rpnet.stages.make_cam import cam_dir
-from rpnet.stages.train_irn import build_irn
+from rpnet.layout import WorkDir
+from rpnet.layout import load_boundary
+from rpnet.models.build import build_irn
 
 FAST = ("pseudo.steps=32",)
 EDGE_LOGIT = 20.0  # sigmoid(-20) ~ 2e-9: no boundary anywhere; sigmoid(20): boundary everywhere
@@ -24,7 +25,7 @@ def write_cams(cfg):
         mask = data[i]["mask"]
         keys = np.array(sorted(rec.tags), dtype=np.int64)
         high = np.stack([mask == k + 1 for k in keys]).astype(np.float16)
-        save_npz(cam_dir(cfg.work_dir) / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
+        save_npz(WorkDir(cfg.work_dir).cams / f"{rec.id}.npz", keys=keys, cam=high[:, ::4, ::4], high_res=high)
         truth[rec.id] = (keys, mask)
     return truth
 
@@ -50,7 +51,7 @@ def test_masks_have_the_image_size_and_only_its_classes(tiny_cfg):
         mask = load_mask(out / f"{image_id}.png")
         assert mask.shape == gt.shape
         assert set(np.unique(mask)) <= {0, *(keys + 1).tolist()}
-        edge = make_pseudo.load_boundary(make_pseudo.boundary_dir(cfg.work_dir) / f"{image_id}.png")
+        edge = load_boundary(WorkDir(cfg.work_dir).boundaries / f"{image_id}.png")
         assert edge.shape == (16, 16) and 0.0 <= edge.min() and edge.max() <= 1.0
 
 
@@ -75,7 +76,7 @@ def test_boundaries_everywhere_leave_only_background(tiny_cfg):
     out = make_pseudo.run(cfg)
     for image_id in truth:
         assert (load_mask(out / f"{image_id}.png") == 0).all()
-        edge = make_pseudo.load_boundary(make_pseudo.boundary_dir(cfg.work_dir) / f"{image_id}.png")
+        edge = load_boundary(WorkDir(cfg.work_dir).boundaries / f"{image_id}.png")
         assert (edge == 1.0).all()
 
 
@@ -83,9 +84,9 @@ def test_image_without_tags_is_background_and_finished_images_are_skipped(tiny_c
     cfg = tiny_cfg(*FAST)
     write_cams(cfg)
     write_irn(cfg)
-    save_npz(cam_dir(cfg.work_dir) / "synth_000002.npz", keys=np.zeros(0, np.int64),
+    save_npz(WorkDir(cfg.work_dir).cams / "synth_000002.npz", keys=np.zeros(0, np.int64),
              cam=np.zeros((0, 16, 16), np.float16), high_res=np.zeros((0, 64, 64), np.float16))
-    done = make_pseudo.mask_dir(cfg.work_dir) / "synth_000005.png"
+    done = WorkDir(cfg.work_dir).pseudo_masks / "synth_000005.png"
     save_mask(done, np.full((64, 64), IGNORE_INDEX, np.uint8))
     out = make_pseudo.run(cfg)
     assert (load_mask(out / "synth_000002.png") == 0).all()
@@ -97,7 +98,7 @@ def test_cam_of_the_wrong_size_is_a_clear_error(tiny_cfg):
     cfg = tiny_cfg(*FAST)
     write_cams(cfg)
     write_irn(cfg)
-    save_npz(cam_dir(cfg.work_dir) / "synth_000000.npz", keys=np.array([1]),
+    save_npz(WorkDir(cfg.work_dir).cams / "synth_000000.npz", keys=np.array([1]),
              cam=np.zeros((1, 8, 8), np.float16), high_res=np.zeros((1, 64, 64), np.float16))
     with pytest.raises(RpnetError, match=r"needs \(16, 16\); rerun make-cam"):
         make_pseudo.run(cfg)
@@ -120,7 +121,7 @@ def test_walks_and_the_calibrated_background_score_are_written(tiny_cfg):
     calibration = read_json(cfg.work_dir / "make_pseudo" / "calibration.json")
     assert calibration["sources"] == {"bg_threshold": "auto"} and 0 < calibration["values"]["bg_threshold"] < 1
     for image_id, (keys, _) in truth.items():
-        walk = load_npz(make_pseudo.walk_dir(cfg.work_dir) / f"{image_id}.npz")
+        walk = load_npz(WorkDir(cfg.work_dir).walks / f"{image_id}.npz")
         assert walk["keys"].tolist() == list(keys) and walk["size"].tolist() == [64, 64]
         assert walk["walked"].shape == (len(keys), 16, 16)
     # a number in the config wins over the estimate, which is still recorded

@@ -10,6 +10,7 @@ from rpnet.errors import ConfigError
 from rpnet.io import read_jsonl
 from rpnet.models.backbones import build_backbone
 from rpnet.stages import train_cam
+from rpnet.models.build import build_classifier
 
 
 def test_writes_weights_log_and_resolved_config(tiny_cfg):
@@ -50,13 +51,13 @@ def _block_grads(model):
 def test_block2_is_trained_from_scratch_and_detached_with_imagenet_weights(tiny_cfg, tmp_path):
     # IRN detaches block1-2 because ImageNet trained them; from scratch nothing else would.
     scratch = tiny_cfg("model.prototypes=false")
-    assert _block_grads(train_cam.build_classifier(scratch.model, 6)) == (True, True, True)
+    assert _block_grads(build_classifier(scratch.model, 6)) == (True, True, True)
     weights = tmp_path / "imagenet.pth"
     torch.save(build_backbone("resnet18").state_dict(), weights)
     pretrained = tiny_cfg("model.prototypes=false", f"model.pretrained={weights}")
-    assert _block_grads(train_cam.build_classifier(pretrained.model, 6)) == (False, False, True)
+    assert _block_grads(build_classifier(pretrained.model, 6)) == (False, False, True)
     forced = tiny_cfg("model.prototypes=false", "model.detach_block2=true")
-    assert _block_grads(train_cam.build_classifier(forced.model, 6)) == (False, False, True)
+    assert _block_grads(build_classifier(forced.model, 6)) == (False, False, True)
 
 
 def test_check_refuses_missing_imagenet_weights_and_a_batch_the_data_cannot_fill(tiny_cfg, tmp_path):

@@ -12,7 +12,8 @@ from rpnet.engine.checkpoint import load_model_weights
 from rpnet.errors import ConfigError, RpnetError
 from rpnet.io import read_jsonl, save_mask
 from rpnet.stages import train_irn
-from rpnet.stages.make_ir_label import label_dir
+from rpnet.layout import WorkDir
+from rpnet.models.build import build_irn
 
 FAST = ("train_irn.batch_size=4", "train_irn.crop_size=64", "train_irn.path_radius=3", "train_irn.log_every=1",
         "train_irn.backbone_init=auto")  # auto: the classifier here (the synthetic config starts from scratch)
@@ -22,7 +23,7 @@ def write_labels(cfg):
     """Confident labels = the ground truth (255 borders stay unsure)."""
     data = build_dataset(cfg.data, cfg.data.train_split, masks=True)
     for i, rec in enumerate(data.records):
-        save_mask(label_dir(cfg.work_dir) / f"{rec.id}.png", data[i]["mask"])
+        save_mask(WorkDir(cfg.work_dir).ir_labels / f"{rec.id}.png", data[i]["mask"])
 
 
 def test_two_steps_write_weights_log_and_config(tiny_cfg, write_classifier):
@@ -65,7 +66,7 @@ def test_displacement_mean_centres_the_field(tiny_cfg, write_classifier):
     cfg = tiny_cfg(*FAST, "train_irn.max_steps=1")
     write_labels(cfg)
     write_classifier(cfg)
-    net = load_model_weights(train_irn.run(cfg), train_irn.build_irn(cfg.model)).eval()
+    net = load_model_weights(train_irn.run(cfg), build_irn(cfg.model)).eval()
     assert net.displacement_mean.abs().sum() > 0
     images = build_dataset(cfg.data, cfg.data.train_split, eval_transform())
     with torch.no_grad():
@@ -82,23 +83,6 @@ def test_resume_continues_from_the_checkpoint(tiny_cfg, write_classifier):
     log = read_jsonl(cfg.work_dir / "train_irn" / "log.jsonl")
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert [r["epoch"] for r in log] == [0, 0, 1, 1]  # 8 images in batches of 4: 2 steps an epoch
-
-
-def test_epoch_batches_are_full_seeded_shuffles():
-    a = train_irn.epoch_batches(10, 4, seed=0, epoch=0)
-    assert [len(b) for b in a] == [4, 4]  # the last 2 images are dropped
-    assert len(set(sum(a, []))) == 8 and set(sum(a, [])) <= set(range(10))
-    assert a == train_irn.epoch_batches(10, 4, seed=0, epoch=0)
-    assert a != train_irn.epoch_batches(10, 4, seed=0, epoch=1)
-
-
-def test_ranks_take_disjoint_slices_of_each_global_batch():
-    whole = train_irn.epoch_batches(12, 4, seed=1, epoch=2)
-    ranks = [train_irn.epoch_batches(12, 4, seed=1, epoch=2, num_replicas=2, rank=r) for r in range(2)]
-    assert [len(b) for r in ranks for b in r] == [2] * 6
-    assert [a + b for a, b in zip(*ranks)] == whole  # rank 0's half, then rank 1's, of each step's batch
-    with pytest.raises(ConfigError, match="train_irn.batch_size 4 must be a multiple of 8"):
-        train_irn.epoch_batches(12, 4, seed=1, epoch=2, num_replicas=8, rank=0)
 
 
 def test_scratch_backbone_needs_no_classifier(tiny_cfg):

@@ -11,7 +11,8 @@ from rpnet.io import read_jsonl, save_mask
 from rpnet.losses import segmentation_loss
 from rpnet.predict import read_spec
 from rpnet.stages import train_seg
-from rpnet.stages.make_pseudo import mask_dir
+from rpnet.layout import WorkDir
+from rpnet.models.build import build_seg_model
 
 FAST = ("train_seg.batch_size=4", "train_seg.crop_size=64", "train_seg.output_stride=16", "train_seg.log_every=1",
         "train_seg.backbone_init=scratch", "train_seg.val_every=0")
@@ -21,13 +22,13 @@ def write_pseudo_masks(cfg, label):
     """make-pseudo's output, fabricated: every training image's mask filled with ``label``."""
     data = build_dataset(cfg.data, cfg.data.train_split, masks=True)
     for i, rec in enumerate(data.records):
-        save_mask(mask_dir(cfg.work_dir) / f"{rec.id}.png", np.full(data[i]["mask"].shape, label, np.uint8))
+        save_mask(WorkDir(cfg.work_dir).pseudo_masks / f"{rec.id}.png", np.full(data[i]["mask"].shape, label, np.uint8))
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny_cfg):
     cfg = tiny_cfg(*FAST, "train_seg.lr=0.001")
     torch.manual_seed(0)
-    net = train_seg.build_seg_model(cfg, 3, "scratch")
+    net = build_seg_model(cfg.train_seg, cfg.model, 3, "scratch", WorkDir(cfg.work_dir).weights("train-cam"))
     optimizer = train_seg.make_optimizer(net, cfg)
     images = torch.randn(2, 3, 32, 32)
     target = torch.zeros(2, 32, 32, dtype=torch.long)
@@ -84,7 +85,7 @@ def test_backbone_init_auto_and_classifier(tiny_cfg, write_classifier):
     assert train_seg.resolve_init(cfg) == "classifier"
     assert train_seg.resolve_init(tiny_cfg(*FAST, "train_seg.backbone_init=auto", "model.pretrained=x.pth")) \
         == "pretrained"
-    net = train_seg.build_seg_model(cfg, 7, "classifier")
+    net = build_seg_model(cfg.train_seg, cfg.model, 7, "classifier", WorkDir(cfg.work_dir).weights("train-cam"))
     for key, value in net.backbone.state_dict().items():
         if not key.endswith("num_batches_tracked"):
             assert torch.equal(value, classifier[f"backbone.{key}"]), key
@@ -99,7 +100,7 @@ def test_validation_logs_val_miou_keeps_the_best_epoch_and_changes_no_weight(tin
     checks = [r for r in read_jsonl(weights.parent / "log.jsonl") if "val_miou" in r]
     assert [(r["epoch"], r["step"]) for r in checks] == [(1, 4), (2, 6)]
     assert all(0 <= r["val_miou"] <= 100 for r in checks)
-    best = weights.parent / train_seg.BEST_WEIGHTS
+    best = WorkDir(cfg.work_dir).seg_best_weights
     assert best.is_file() and read_spec(best) == read_spec(weights)
     if checks[1]["val_miou"] > checks[0]["val_miou"]:  # the last epoch was the best: the same weights
         assert best.read_bytes() == weights.read_bytes()
@@ -108,7 +109,7 @@ def test_validation_logs_val_miou_keeps_the_best_epoch_and_changes_no_weight(tin
 
 def test_no_validation_without_masks_or_when_off(tiny_cfg, tmp_path):
     cfg = tiny_cfg(*FAST, "train_seg.labels=gt", "train_seg.epochs=1")
-    net = train_seg.build_seg_model(cfg, 6, "scratch")
+    net = build_seg_model(cfg.train_seg, cfg.model, 6, "scratch", WorkDir(cfg.work_dir).weights("train-cam"))
     assert train_seg.validation(cfg, net, None, torch.device("cpu"), tmp_path) is None  # val_every=0
     empty = tmp_path / "nomasks"
     import shutil

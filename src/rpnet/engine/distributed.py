@@ -257,3 +257,17 @@ def rank_seed(seed: int, rank: int) -> int:
     if rank == 0:
         return seed
     return int(np.random.SeedSequence([seed, rank]).generate_state(1, dtype=np.uint32)[0])
+
+
+def epoch_batches(num_images: int, batch_size: int, seed: int, epoch: int,
+                  num_replicas: int = 1, rank: int = 0, key: str = "batch_size") -> list[list[int]]:
+    """A seeded shuffle of the images cut into full global batches (the last partial one dropped),
+    and of each global batch the ``rank``-th of ``num_replicas`` equal slices.
+
+    The ranks' slices of one step are disjoint and together are the single-process batch of that step.
+    ``key``: the config key ``batch_size`` came from, for the error when it does not split over the ranks.
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(num_images)
+    per_rank = split_batch(batch_size, num_replicas, key=key)
+    return [order[i + rank * per_rank:i + (rank + 1) * per_rank].tolist()
+            for i in range(0, num_images - batch_size + 1, batch_size)]

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ..errors import RpnetError
 from ..io import append_jsonl, atomic_write_text, read_jsonl
+from ..layout import CHECKPOINT, LOG, TRACE, WEIGHTS
 from .distributed import all_reduce_sum, barrier, mean_across_ranks, rank_seed, weights_digest, world
 from .progress import progress_bar
 from .checkpoint import Progress, load_checkpoint, save_checkpoint, save_model_weights
@@ -35,10 +36,6 @@ from .schedule import set_poly_lr
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "last.pt"
-WEIGHTS_NAME = "model.safetensors"
-LOG_NAME = "log.jsonl"
-TRACE_DIR = "trace"  # with LoopSettings.trace: one rank<r>.jsonl per rank
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ def train(
     current = world()
     if is_main is None:
         is_main = current.is_main
-    ckpt = out_dir / CHECKPOINT_NAME
+    ckpt = out_dir / CHECKPOINT
     base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
     for group, base in zip(optimizer.param_groups, base_lrs):
         group["initial_lr"] = base
@@ -113,10 +110,10 @@ def train(
     # The log holds the steps of this run's weights only: a resumed run drops what a killed run logged
     # after its checkpoint (it logs those steps again), a fresh one starts an empty log.
     if is_main:
-        cut_log(out_dir / LOG_NAME, progress.step)
+        cut_log(out_dir / LOG, progress.step)
     writer = LogWriter(out_dir, settings.tensorboard) if is_main else None
     if settings.trace:
-        cut_log(out_dir / TRACE_DIR / f"rank{current.rank}.jsonl", progress.step)
+        cut_log(out_dir / TRACE / f"rank{current.rank}.jsonl", progress.step)
     lrs = ", ".join(f"{lr:g}" for lr in base_lrs)
     if settings.global_batch is not None:
         log.info("%d rank(s) x %d images = effective batch %d per step; base lr %s as configured "
@@ -155,7 +152,7 @@ def train(
                 # Every rank runs the same number of equal batches, so the job's images are R times a rank's.
                 window_images += batch_images(batch) * current.size
                 if settings.trace:
-                    append_jsonl(out_dir / TRACE_DIR / f"rank{current.rank}.jsonl",
+                    append_jsonl(out_dir / TRACE / f"rank{current.rank}.jsonl",
                                  {"step": progress.step, "rank": current.rank, "ids": list(batch.get("id", [])),
                                   "weights": weights_digest(model)})
                 if progress.step % settings.log_every == 0 or progress.step == total:
@@ -193,7 +190,7 @@ def train(
         bar.close()
         if writer is not None:
             writer.close()
-    weights = out_dir / WEIGHTS_NAME
+    weights = out_dir / WEIGHTS
     if is_main:
         save_model_weights(weights, model)
     barrier()  # the weights exist before any rank goes on to read them
@@ -205,7 +202,7 @@ class LogWriter:
     (``out_dir/tensorboard/``, one tag per field, at the record's step)."""
 
     def __init__(self, out_dir: Path, tensorboard: bool = False) -> None:
-        self.path = out_dir / LOG_NAME
+        self.path = out_dir / LOG
         self.board = None
         if tensorboard:
             try:

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops.random_walk import WALK_STRIDE  # both outputs are at the walk's stride, the stem's and block1's
 from .backbones import DILATE_FOR_OUTPUT_STRIDE, STEM_CHANNELS
 
-IRN_STRIDE = 4  # both outputs are at 1/4 of the input (the stem's and block1's stride)
 LEVELS = ("stem", "block1", "block2", "block3", "block4")
 
 EDGE_WIDTH = 32  # IRN: every level reduced to 32 channels for the boundary branch
@@ -60,8 +60,8 @@ def _upsample_to(x: Tensor, factor: int, size: tuple[int, int]) -> Tensor:
 
 def level_strides(output_stride: int) -> dict[str, int]:
     """The stride of each level of a backbone of the given output stride, e.g. 16 -> block3 16, block4 16."""
-    strides = {"stem": IRN_STRIDE, "block1": IRN_STRIDE}
-    stride = IRN_STRIDE
+    strides = {"stem": WALK_STRIDE, "block1": WALK_STRIDE}
+    stride = WALK_STRIDE
     for level, dilated in zip(LEVELS[2:], DILATE_FOR_OUTPUT_STRIDE[output_stride]):
         stride = stride if dilated else 2 * stride
         strides[level] = stride
@@ -152,7 +152,7 @@ class IRNet(nn.Module):
         size = feats["stem"].shape[-2:]
 
         edges = [
-            _upsample_to(self.edge_reduce[lv](feats[lv]), self.strides[lv] // IRN_STRIDE, size) for lv in LEVELS
+            _upsample_to(self.edge_reduce[lv](feats[lv]), self.strides[lv] // WALK_STRIDE, size) for lv in LEVELS
         ]
         edge = self.edge_out(torch.cat(edges, dim=1))
 
@@ -162,7 +162,7 @@ class IRNet(nn.Module):
             _upsample_to(self.disp_reduce[lv](feats[lv]), self.strides[lv] // mid_stride, mid_size)
             for lv in LEVELS[2:]
         ]
-        deep = _upsample_to(self.disp_fuse_deep(torch.cat(deep, dim=1)), mid_stride // IRN_STRIDE, size)
+        deep = _upsample_to(self.disp_fuse_deep(torch.cat(deep, dim=1)), mid_stride // WALK_STRIDE, size)
         shallow = [self.disp_reduce[lv](feats[lv]) for lv in LEVELS[:2]]
         displacement = self.disp_out(self.disp_fuse(torch.cat([*shallow, deep], dim=1)))
         if not self.training:
@@ -186,7 +186,7 @@ class IRNet(nn.Module):
         if pad_to is not None:
             x = F.pad(x, (0, max(pad_to - width, 0), 0, max(pad_to - height, 0)))
         out = self(x)
-        h, w = -(-height // IRN_STRIDE), -(-width // IRN_STRIDE)
+        h, w = -(-height // WALK_STRIDE), -(-width // WALK_STRIDE)
         logits = out.edge[..., :h, :w]
         if flip:
             logits = (logits[:1] + logits[1:].flip(-1)) / 2

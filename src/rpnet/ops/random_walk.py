@@ -26,12 +26,15 @@ from torch import Tensor
 
 from .affinity import Offset, boundary_to_affinity, path_index
 
-WALK_RADIUS = 5  # IRN's propagate_to_edge radius
-WALK_BETA = 10  # docs/method.md stage 6: affinity ** beta sharpens the transition
-WALK_STEPS = 2 ** 8  # IRN squares T eight times, i.e. T ** 256
-BG_THRESHOLD = 0.25  # docs/method.md stage 6: constant background score after the walk
-FEATURE_STRIDE = 4  # the CAMs and the boundary map are at 1/4 of the image
+# The walk's radius, beta, steps and background score have their defaults in one place, the config
+# (rpnet.config.PseudoConfig: IRN's 5, 10, 2^8 and 0.25); every function here takes them explicitly.
+WALK_STRIDE = 4  # the CAMs the walk refines and IRN's boundary map are at 1/4 of the image
 EPS = 1e-5  # keeps the global max normalisation finite when the walk gives all zeros
+
+
+def strided_size(size: tuple[int, int], stride: int = WALK_STRIDE) -> tuple[int, int]:
+    """The size of a map at ``stride`` of an image of ``size`` (H, W): (ceil(H / stride), ceil(W / stride))."""
+    return -(-size[0] // stride), -(-size[1] // stride)
 
 
 class WalkStencil(NamedTuple):
@@ -43,7 +46,7 @@ class WalkStencil(NamedTuple):
     weights: Tensor  # (S, h, w), S = 2 * O + 1
 
 
-def affinity_stencil(edge: Tensor, radius: int = WALK_RADIUS, beta: float = WALK_BETA) -> WalkStencil:
+def affinity_stencil(edge: Tensor, radius: int, beta: float) -> WalkStencil:
     """The symmetric affinity matrix A of a boundary map in stencil form.
 
     edge (h, w) boundary probabilities in [0, 1] -> A with A_ij = A_ji = (1 - max of edge on the
@@ -88,7 +91,7 @@ def stencil_to_sparse(stencil: WalkStencil) -> Tensor:
     return torch.sparse_coo_tensor(indices, torch.cat(vals), (n, n), check_invariants=False).coalesce()
 
 
-def sparse_affinity(edge: Tensor, radius: int = WALK_RADIUS, beta: float = WALK_BETA) -> Tensor:
+def sparse_affinity(edge: Tensor, radius: int, beta: float) -> Tensor:
     """The affinity matrix of :func:`affinity_stencil` as a sparse COO tensor (N, N), N = h*w."""
     return stencil_to_sparse(affinity_stencil(edge, radius, beta))
 
@@ -106,7 +109,7 @@ def transition_matrix(affinity: Tensor) -> Tensor:
                                    affinity.shape, check_invariants=False).coalesce()
 
 
-def random_walk(cams: Tensor, transition: Tensor, steps: int = WALK_STEPS) -> Tensor:
+def random_walk(cams: Tensor, transition: Tensor, steps: int) -> Tensor:
     """``steps`` walk steps v <- v T with a sparse T: cams (C, h, w), T sparse (N, N) -> (C, h, w).
 
     Equals cams (as rows) times T ** steps, computed as ``steps`` sparse products (O(steps * nnz(T) * C)).
@@ -120,7 +123,7 @@ def random_walk(cams: Tensor, transition: Tensor, steps: int = WALK_STEPS) -> Te
     return v.t().reshape(num_classes, height, width)
 
 
-def random_walk_stencil(cams: Tensor, transition: WalkStencil, steps: int = WALK_STEPS) -> Tensor:
+def random_walk_stencil(cams: Tensor, transition: WalkStencil, steps: int) -> Tensor:
     """The walk of :func:`random_walk` with T in stencil form (the fast path: no index arithmetic).
 
     cams (C, h, w) -> (C, h, w); each step is v'(p) = sum_k weights[k, p] * v(p + shifts[k]).
@@ -136,7 +139,7 @@ def random_walk_stencil(cams: Tensor, transition: WalkStencil, steps: int = WALK
     return v
 
 
-def random_walk_dense_reference(cams: Tensor, transition: Tensor, steps: int = WALK_STEPS) -> Tensor:
+def random_walk_dense_reference(cams: Tensor, transition: Tensor, steps: int) -> Tensor:
     """The same walk with a dense T ** steps, for tests and benchmarks only.
 
     Needs O(N^2) memory and O(N^3 log steps) time (N = h*w), so it is usable on tiny maps only.
@@ -148,8 +151,8 @@ def random_walk_dense_reference(cams: Tensor, transition: Tensor, steps: int = W
     return walked.reshape(num_classes, height, width)
 
 
-def walk_cams(cams: Tensor, edge: Tensor, *, radius: int = WALK_RADIUS, beta: float = WALK_BETA,
-              steps: int = WALK_STEPS) -> Tensor:
+def walk_cams(cams: Tensor, edge: Tensor, *, radius: int, beta: float,
+              steps: int) -> Tensor:
     """IRN's walk (make_sem_seg_labels): CAMs spread within the regions the boundaries enclose.
 
     cams (K, h, w) the stride-4 CAMs of the image's K tagged classes, each max-normalised
@@ -167,7 +170,7 @@ def walk_cams(cams: Tensor, edge: Tensor, *, radius: int = WALK_RADIUS, beta: fl
     return random_walk_stencil(cams * (1 - edge), transition, steps)
 
 
-def walk_scores(walked: Tensor, image_size: tuple[int, int], stride: int = FEATURE_STRIDE) -> Tensor:
+def walk_scores(walked: Tensor, image_size: tuple[int, int], stride: int = WALK_STRIDE) -> Tensor:
     """The walked CAMs as class scores of the image (IRN, after the walk).
 
     walked (K, h, w) from :func:`walk_cams`, image_size (H, W) with h, w = ceil(H / stride),
@@ -205,11 +208,11 @@ def pseudo_label_from_walk(
     edge: Tensor,
     image_size: tuple[int, int],
     *,
-    radius: int = WALK_RADIUS,
-    beta: float = WALK_BETA,
-    steps: int = WALK_STEPS,
-    bg_threshold: float = BG_THRESHOLD,
-    stride: int = FEATURE_STRIDE,
+    radius: int,
+    beta: float,
+    steps: int,
+    bg_threshold: float,
+    stride: int = WALK_STRIDE,
 ) -> Tensor:
     """IRN's semantic pseudo label: :func:`walk_cams`, :func:`walk_scores`, then :func:`scores_to_labels`.
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-REPORT_NAME = "report.html"
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, example: str = "configs/synthetic.yaml",
@@ -83,6 +82,7 @@ def run_command(args: argparse.Namespace) -> None:
 def run_and_report(cfg, *, start: str | None = None, until: str | None = None) -> Path:
     """``rpnet run``: the pipeline (joining torchrun's group when there is one), then the report and status."""
     from ..engine.distributed import session, world
+    from ..layout import WorkDir
     from ..report import write_report
     from .runner import run_pipeline
     from .status import format_status
@@ -92,7 +92,7 @@ def run_and_report(cfg, *, start: str | None = None, until: str | None = None) -
         main = world().is_main
     work = Path(cfg.work_dir)
     if main:
-        report = write_report({work.name: work}, work / REPORT_NAME, title=f"rpnet: {work.name}")
+        report = write_report({work.name: work}, WorkDir(work).report, title=f"rpnet: {work.name}")
         print(format_status(work))
         print(f"report: {report}")
     return work

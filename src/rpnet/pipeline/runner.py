@@ -32,13 +32,13 @@ from ..engine.distributed import barrier, world
 from ..errors import ConfigError
 from ..io import read_json, write_json
 from ..workdir import mark, remove_ours, writing
-from .graph import EVAL_SPLITS, check_stage, stage_module, stage_order
+from .. import stages
+from ..layout import METRICS, RUN_CONFIG
+from .graph import check_stage, scored_split, stage_order
 from .state import DONE_RECORD, STARTED_RECORD, StageStatus, stage_statuses
 
 log = logging.getLogger(__name__)
 
-RUN_CONFIG = "config.yaml"  # the resolved config, in the work dir, for `rpnet status`
-METRICS = "metrics.json"
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,10 @@ def run_pipeline(cfg: Config, *, start: str | None = None, until: str | None = N
             # Recomputed per stage: a stage that just reran changes the state of those below it.
             status = stage_statuses(cfg, order)[name]
             forced = index >= first
-            if name in EVAL_SPLITS and not split_has_masks(cfg, EVAL_SPLITS[name](cfg)):
+            scored = scored_split(cfg, name)
+            if scored is not None and not split_has_masks(cfg, scored):
                 if main:
-                    print(f"rpnet run: {name} skipped: split {EVAL_SPLITS[name](cfg)!r} of {cfg.data.root} has no "
+                    print(f"rpnet run: {name} skipped: split {scored!r} of {cfg.data.root} has no "
                           "masks to score against")
                 results.append(StageResult(name, "no masks", 0.0, {}))
                 continue
@@ -110,7 +111,7 @@ def preflight(cfg: Config, names: list[str]) -> None:
     """Before any work: each stage in ``names`` that has a ``check(cfg)`` checks what it can of its
     settings against the data (a batch larger than the training set, ...): an error now, not hours in."""
     for name in names:
-        check = getattr(stage_module(name), "check", None)
+        check = getattr(stages.load(name), "check", None)
         if check is not None:
             check(cfg)
 
@@ -148,7 +149,7 @@ def run_stage(cfg: Config, name: str, status: StageStatus, *, resume: bool, main
         write_json(started_path, {**inputs, "started": started.get("started", now())})
     before = read_metrics(Path(cfg.work_dir))
     clock = time.perf_counter()
-    stage_module(name).run(cfg, resume=resume)
+    stages.load(name).run(cfg, resume=resume)
     seconds = round(time.perf_counter() - clock, 2)
     after = read_metrics(Path(cfg.work_dir))
     added = {k: v for k, v in after.items() if k not in before or before[k] != v}

@@ -28,11 +28,11 @@ from ..config import Config, load_config
 from ..errors import ConfigError
 from ..io import read_json
 from .fingerprint import stage_fingerprints
-from .graph import stage_folder, stage_order, stage_spec
+from ..layout import RUN_CONFIG, WorkDir, stage_folder
+from .graph import stage_order, stage_spec
 
 DONE_RECORD = "done.json"
 STARTED_RECORD = "started.json"
-STAGE_CONFIG = "config.yaml"  # what rpnet.stages.common.stage_dir writes
 STATES = ("done", "partial", "stale", "missing")
 
 
@@ -63,7 +63,7 @@ def stage_statuses(cfg: Config, order: list[str] | None = None) -> dict[str, Sta
     prints = stage_fingerprints(cfg, order)
     statuses: dict[str, StageStatus] = {}
     for name in order:
-        folder = Path(cfg.work_dir) / stage_folder(name)
+        folder = WorkDir(cfg.work_dir).stage(name)
         upstream = [statuses[u] for u in stage_spec(name, order).upstream]
         runs = None
         if all(u.state == "done" for u in upstream):
@@ -92,7 +92,7 @@ def decide(folder: Path, done: dict | None, fingerprint: str, runs: dict[str, st
 
 def hand_made_fingerprint(folder: Path, cfg: Config) -> str | None:
     """The fingerprint of the config a stage command saved in ``folder``, or None without a readable one."""
-    path = folder / STAGE_CONFIG
+    path = folder / RUN_CONFIG
     if not path.is_file():
         return None
     try:

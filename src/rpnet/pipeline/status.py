@@ -9,8 +9,9 @@ from typing import Any
 from ..calibration import CALIBRATION_FILE, calibration_summary
 from ..config import Config, load_config
 from ..errors import DataError, RpnetError
-from .graph import EVAL_SPLITS
-from .runner import RUN_CONFIG, split_has_masks
+from ..layout import RUN_CONFIG
+from .graph import scored_split, scoring_stages
+from .runner import split_has_masks
 from .state import StageStatus, stage_statuses
 
 COLUMNS = ("stage", "state", "finished", "seconds", "figures")
@@ -50,7 +51,7 @@ def format_status(work_dir: str | Path) -> str:
     """The status table of ``work_dir`` as text, one line per stage."""
     cfg = work_dir_config(work_dir)
     try:
-        unscored = frozenset(name for name, split in EVAL_SPLITS.items() if not split_has_masks(cfg, split(cfg)))
+        unscored = frozenset(name for name in scoring_stages() if not split_has_masks(cfg, scored_split(cfg, name)))
     except RpnetError:  # the dataset has moved or gone: the states stand as they are
         unscored = frozenset()
     rows = [COLUMNS, *status_rows(stage_statuses(cfg), unscored)]

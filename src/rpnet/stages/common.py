@@ -1,4 +1,4 @@
-"""What every stage does first: its folder in the work dir, with the resolved config inside."""
+"""What stages share: their folder in the work dir (with the resolved config inside), and the image sets they read."""
 
 from __future__ import annotations
 
@@ -8,16 +8,20 @@ from pathlib import Path
 from ..config import Config, save_config
 from ..data.build import build_dataset
 from ..data.dataset import TaggedImages
+from ..data.dataset import Transform
 from ..errors import ConfigError, DataError
+from ..layout import WorkDir
 from ..workdir import mark
 
 log = logging.getLogger(__name__)
 
 
 def stage_dir(cfg: Config, name: str) -> Path:
-    """``WORK_DIR/<name>/``, created and marked as rpnet's (:func:`rpnet.workdir.mark`), with ``config.yaml`` (the config this stage ran with) written into it."""
-    out = mark(Path(cfg.work_dir) / name)
-    save_config(cfg, out / "config.yaml")
+    """Stage ``name``'s folder (:meth:`rpnet.layout.WorkDir.stage`), created and marked as rpnet's
+    (:func:`rpnet.workdir.mark`), with the config this stage runs with written into it."""
+    work = WorkDir(cfg.work_dir)
+    out = mark(work.stage(name))
+    save_config(cfg, work.stage_config(name))
     return out
 
 
@@ -39,6 +43,13 @@ def training_images(cfg: Config, split: str | None = None) -> TaggedImages:
     """The images a training stage learns from: ``split`` (default ``data.train_split``), untagged
     images dropped and ``data.fraction`` applied, no transform and no masks (for counting)."""
     return build_dataset(cfg.data, split or cfg.data.train_split, for_training=True, seed=cfg.seed)
+
+
+def ir_label_dataset(cfg: Config, transform: Transform | None = None) -> TaggedImages:
+    """The images stages 4 and 5 use: ``ir_label.split`` (default: the train split) as training
+    data, i.e. untagged images dropped and ``data.fraction`` applied, as for the classifier."""
+    split = cfg.ir_label.split or cfg.data.train_split
+    return build_dataset(cfg.data, split, transform, for_training=True, seed=cfg.seed)
 
 
 def check_batch(key: str, batch_size: int, images: int, per_batch: int | None = None) -> None:

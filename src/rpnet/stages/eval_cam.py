@@ -26,31 +26,25 @@ import numpy as np
 from .common import scored_dataset, stage_dir
 from ..data.build import build_dataset
 from ..data.synthetic import BG_CONTEXT, BG_OTHER, PART_DIR, PART_BODY, PART_HEAD
-from ..calibration import calibrated_value, resolve, write_calibration
+from ..calibration import cam_histogram, cam_threshold_estimate, resolve, write_calibration
 from ..config import AUTO, Config
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
 from ..errors import RpnetError
-from ..io import load_mask, load_npz, update_metrics, write_json
+from ..io import load_mask, write_json
+from ..layout import WorkDir, load_cams, update_metrics
 from ..metrics import ConfusionMatrix, RegionRates, format_iou_table, per_class_iou
 from ..ops.cam import cams_to_labels
-from ..viz import colorize, overlay, save_panels
-from .make_cam import cam_dir
-from .make_ir_label import cam_histogram, cam_threshold_estimate
+from ..viz import colorize, overlay, picture_indices, save_panels
 
 log = logging.getLogger(__name__)
 
-STAGE_DIR = "eval_cam"
+NAME = "eval-cam"
 
 
 def sweep_thresholds(start: float, stop: float, step: float) -> np.ndarray:
     """start, start + step, ..., stop (inclusive), rounded to avoid 0.30000000000000004."""
     count = int(round((stop - start) / step)) + 1
     return np.round(start + step * np.arange(count), 6)
-
-
-def picture_indices(n: int, count: int) -> list[int]:
-    """``count`` indices spread evenly over ``n`` images (the same ones on every run)."""
-    return sorted(set(np.linspace(0, n - 1, num=min(count, n)).round().astype(int).tolist())) if n else []
 
 
 def save_picture(path: Path, image: np.ndarray, cams: np.ndarray, keys: np.ndarray, gt: np.ndarray,
@@ -66,11 +60,12 @@ def save_picture(path: Path, image: np.ndarray, cams: np.ndarray, keys: np.ndarr
 def calibrate(cfg: Config, split: str, record_ids: list[str]) -> float:
     """The CAM threshold of this run: ``eval_cam.threshold``'s number, or for ``auto`` the estimate from
     the CAMs of ``record_ids`` (all ranks'); written to ``eval_cam/calibration.json``."""
-    histogram = cam_histogram([cam_dir(cfg.work_dir) / f"{i}.npz" for i in record_ids])
+    work = WorkDir(cfg.work_dir)
+    histogram = all_reduce_sum(cam_histogram([work.cam(i) for i in record_ids]))
     configured = cfg.eval_cam.threshold
     estimate = cam_threshold_estimate(histogram, "eval_cam.threshold") if configured == AUTO else float(configured)
     if world().is_main:
-        write_calibration(Path(cfg.work_dir) / STAGE_DIR, {"cam_threshold": configured}, {"cam_threshold": estimate},
+        write_calibration(work.stage(NAME), {"cam_threshold": configured}, {"cam_threshold": estimate},
                           {"split": split, "cam_value_histogram": histogram.tolist()})
     return resolve(configured, estimate)[0]
 
@@ -88,19 +83,12 @@ def part_dir(cfg: Config) -> Path | None:
     return folder if cfg.data.format == "voc" and folder is not None and folder.is_dir() else None
 
 
-def cam_threshold(cfg: Config) -> float:
-    """``eval_cam.threshold``, or for ``auto`` the threshold eval-cam calibrated (its calibration.json)."""
-    if cfg.eval_cam.threshold != AUTO:
-        return float(cfg.eval_cam.threshold)
-    return calibrated_value(Path(cfg.work_dir) / STAGE_DIR, "cam_threshold")
-
-
 def run(cfg: Config, *, resume: bool = False) -> dict:
     """Score the CAMs of ``eval_cam.split`` (default: the train split); return the metrics added."""
-    out_dir = stage_dir(cfg, STAGE_DIR)
+    out_dir = stage_dir(cfg, NAME)
     split = cfg.eval_cam.split or cfg.data.train_split
     dataset = scored_dataset(cfg, split, "CAMs")
-    cams_root = cam_dir(cfg.work_dir)
+    work = WorkDir(cfg.work_dir)
     current = world()
     # Calibrated on every image of the split, as make-ir-label does, not only on those with masks.
     threshold = calibrate(cfg, split, shard(build_dataset(cfg.data, split).ids, current))
@@ -114,22 +102,22 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
     shown = []
     for i in shard(range(len(dataset)), current):  # under torchrun each rank scores its share
         record = dataset.records[i]
-        path = cams_root / f"{record.id}.npz"
+        path = work.cam(record.id)
         if not path.exists():
             raise RpnetError(f"no CAM for image {record.id} at {path}: run make-cam first")
-        cam = load_npz(path)
+        cam = load_cams(path)
         sample = dataset[i]
-        gt, high = sample["mask"], cam["high_res"].astype(np.float32)
+        gt, high = sample["mask"], cam.high_res.astype(np.float32)
         if high.shape[1:] != gt.shape:
             raise RpnetError(f"{path}: CAM size {high.shape[1:]} differs from the mask's {gt.shape}")
-        labels = cams_to_labels(high, cam["keys"], threshold)
+        labels = cams_to_labels(high, cam.keys, threshold)
         chosen.update(gt, labels)
         if regions is not None:
             regions.update(gt, labels, load_mask(parts_dir / f"{record.id}.png"))
         for t, cm in zip(thresholds, matrices):
-            cm.update(gt, cams_to_labels(high, cam["keys"], float(t)))
+            cm.update(gt, cams_to_labels(high, cam.keys, float(t)))
         if i in pictures:
-            shown.append((record.id, sample["image"], high, cam["keys"], gt))
+            shown.append((record.id, sample["image"], high, cam.keys, gt))
     summed = all_reduce_sum(np.stack([cm.matrix for cm in [chosen, *matrices]]))
     for cm, matrix in zip([chosen, *matrices], summed):
         cm.matrix = matrix
@@ -138,7 +126,7 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
     best = int(np.argmax(mious))
     per_class = per_class_iou(chosen, dataset.class_names)
     for image_id, image, high, keys, gt in shown:
-        save_picture(out_dir / "pictures" / f"{image_id}.png", image, high, keys, gt, threshold, dataset.class_names)
+        save_picture(work.pictures(NAME) / f"{image_id}.png", image, high, keys, gt, threshold, dataset.class_names)
     metrics = {"cam_miou": round(miou, 2), "cam_threshold": threshold, "cam_miou_best": round(mious[best], 2),
                "cam_threshold_best": float(thresholds[best]), "cam_per_class": per_class}
     if regions is not None:

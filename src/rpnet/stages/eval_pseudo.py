@@ -15,32 +15,32 @@ from pathlib import Path
 import numpy as np
 
 from .common import scored_dataset, stage_dir
+from ..calibration import cam_threshold
 from ..config import Config
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
 from ..errors import RpnetError
-from ..io import load_mask, load_npz, update_metrics
+from ..io import load_mask
+from ..layout import WorkDir, load_boundary, load_cams, update_metrics
 from ..metrics import ConfusionMatrix, format_iou_table, per_class_iou
 from ..ops.cam import cams_to_labels
-from ..viz import colorize, save_panels
-from .eval_cam import cam_threshold, picture_indices
-from .make_cam import cam_dir
-from .make_pseudo import boundary_dir, load_boundary, mask_dir
+from ..viz import colorize, picture_indices, save_panels
 
 log = logging.getLogger(__name__)
 
-STAGE_DIR = "eval_pseudo"
+NAME = "eval-pseudo"
 
 
 def save_picture(path: Path, cfg: Config, image_id: str, image: np.ndarray, pseudo: np.ndarray, gt: np.ndarray,
                  threshold: float) -> Path:
     """One row of panels: image, CAM mask, boundary map, pseudo mask, ground truth."""
     panels = [("image", image, None)]
-    cam_path = cam_dir(cfg.work_dir) / f"{image_id}.npz"
+    work = WorkDir(cfg.work_dir)
+    cam_path = work.cam(image_id)
     if cam_path.exists():
-        cam = load_npz(cam_path)
-        labels = cams_to_labels(cam["high_res"].astype(np.float32), cam["keys"], threshold)
+        cam = load_cams(cam_path)
+        labels = cams_to_labels(cam.high_res.astype(np.float32), cam.keys, threshold)
         panels.append((f"CAM mask (t={threshold:g})", colorize(labels), None))
-    edge_path = boundary_dir(cfg.work_dir) / f"{image_id}.png"
+    edge_path = work.boundaries / f"{image_id}.png"
     if edge_path.exists():
         panels.append(("boundary", load_boundary(edge_path), "gray"))
     panels += [("pseudo mask", colorize(pseudo), None), ("ground truth", colorize(gt), None)]
@@ -49,10 +49,11 @@ def save_picture(path: Path, cfg: Config, image_id: str, image: np.ndarray, pseu
 
 def run(cfg: Config, *, resume: bool = False) -> dict:
     """Score the pseudo masks of ``eval_pseudo.split`` (default: the train split); return the metrics added."""
-    out_dir = stage_dir(cfg, STAGE_DIR)
+    stage_dir(cfg, NAME)
+    work = WorkDir(cfg.work_dir)
     split = cfg.eval_pseudo.split or cfg.data.train_split
     dataset = scored_dataset(cfg, split, "pseudo masks")
-    masks = mask_dir(cfg.work_dir)
+    masks = work.pseudo_masks
     missing = [r.id for r in dataset.records if not (masks / f"{r.id}.png").exists()]
     if missing:
         raise RpnetError(f"{len(missing)} of {len(dataset)} pseudo masks are missing from {masks} "
@@ -71,7 +72,7 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
             raise RpnetError(f"{path}: pseudo mask of size {pseudo.shape} but the ground truth is {gt.shape}")
         matrix.update(gt, pseudo)
         if i in pictures:
-            save_picture(out_dir / "pictures" / f"{record.id}.png", cfg, record.id, sample["image"], pseudo, gt,
+            save_picture(work.pictures(NAME) / f"{record.id}.png", cfg, record.id, sample["image"], pseudo, gt,
                          threshold)
     matrix.matrix = all_reduce_sum(matrix.matrix)
     miou = matrix.miou() * 100

@@ -31,33 +31,22 @@ from ..data.dataset import TaggedImages
 from ..engine.progress import progress_bar
 from ..errors import RpnetError
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
-from ..io import load_mask, read_json, readable, save_mask, update_metrics, write_json
+from ..io import load_mask, read_json, readable, save_mask, write_json
 from ..metrics import ConfusionMatrix, format_iou_table, per_class_iou
 from ..ops.crf import crf_refine_probs
 from ..predict import Predictor
-from ..viz import colorize, save_panels
-from .eval_cam import picture_indices
-from .train_seg import weights_path
+from ..layout import WorkDir, update_metrics
+from ..viz import colorize, picture_indices, save_panels
 
 log = logging.getLogger(__name__)
 
-STAGE_DIR = "eval_seg"
+NAME = "eval-seg"
 SETTINGS_NAME = "inference.json"
 HASH_CHUNK = 1 << 20  # bytes read at a time when hashing the weights
 CRF_METRICS = ("seg_miou_crf", "seg_per_class_crf")  # only written, and kept, when eval_seg.crf is on
 
 # image (H, W, 3) uint8 -> class probabilities (C, H, W)
 ProbabilityFn = Callable[[np.ndarray], np.ndarray]
-
-
-def mask_dir(work_dir: Path) -> Path:
-    """The predicted masks: ``WORK_DIR/eval_seg/masks``."""
-    return Path(work_dir) / STAGE_DIR / "masks"
-
-
-def crf_mask_dir(work_dir: Path) -> Path:
-    """The CRF-refined predicted masks: ``WORK_DIR/eval_seg/masks_crf``."""
-    return Path(work_dir) / STAGE_DIR / "masks_crf"
 
 
 def file_sha256(path: Path) -> str:
@@ -98,8 +87,8 @@ def evaluate(probabilities: ProbabilityFn, dataset: TaggedImages, work_dir: Path
     Returns the metrics (empty when the dataset has no masks); does not write metrics.json.
     Under torchrun each rank predicts its share of the images and the confusion matrices are summed.
     """
-    masks, crf_masks = mask_dir(work_dir), crf_mask_dir(work_dir)
-    pictures_dir = Path(work_dir) / STAGE_DIR / "pictures"
+    work = WorkDir(work_dir)
+    masks, crf_masks, pictures_dir = work.seg_masks, work.seg_masks_crf, work.pictures(NAME)
     num_labels = len(dataset.class_names)
     matrix, matrix_crf = ConfusionMatrix(num_labels), ConfusionMatrix(num_labels)
     pictures = set(picture_indices(len(dataset), num_pictures))
@@ -141,10 +130,11 @@ def evaluate(probabilities: ProbabilityFn, dataset: TaggedImages, work_dir: Path
 
 def run(cfg: Config, *, resume: bool = False) -> dict:
     """Predict and score ``eval_seg.split``; return the metrics added to metrics.json."""
-    out_dir = stage_dir(cfg, STAGE_DIR)
+    out_dir = stage_dir(cfg, NAME)
+    work = WorkDir(cfg.work_dir)
     ec = cfg.eval_seg
     split = ec.split or cfg.data.eval_split
-    weights = weights_path(cfg.work_dir)
+    weights = work.weights("train-seg")
     if not weights.is_file():
         raise RpnetError(f"no segmentation weights at {weights}: run train-seg first")
     dataset = build_dataset(cfg.data, split, masks=True)
@@ -172,7 +162,7 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
                 print(f"with dense CRF: mIoU {metrics['seg_miou_crf']:.1f}")
         else:
             log.info("eval-seg: split %r has no masks: masks written to %s, nothing scored", split,
-                     mask_dir(cfg.work_dir))
+                     work.seg_masks)
     barrier()
     return metrics
 

@@ -23,7 +23,6 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -37,25 +36,18 @@ from ..engine.checkpoint import load_model_weights
 from ..engine.distributed import barrier, shard, world
 from ..engine.progress import progress_bar
 from ..errors import RpnetError
-from ..io import readable, save_npz
+from ..io import readable
+from ..layout import CamFile, WorkDir, save_cams
+from ..models.build import build_classifier
 from ..models.rpnet import RPNetClassifier
 from ..ops.cam import max_normalize
+from ..ops.random_walk import WALK_STRIDE, strided_size
 from ..engine.trainer import autocast_context
 from ..runtime import resolve_device, seed_everything, to_memory_format, use_channels_last
-from .train_cam import STAGE_DIR as TRAIN_DIR, build_classifier
 
 log = logging.getLogger(__name__)
 
-STAGE_DIR = "make_cam"
-CAM_STRIDE = 4  # the random walk works at stride 4 (IRN)
-
-
-def cam_dir(work_dir: Path) -> Path:
-    return Path(work_dir) / STAGE_DIR / "cams"
-
-
-def strided_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
-    return math.ceil(size[0] / stride), math.ceil(size[1] / stride)
+NAME = "make-cam"
 
 
 @torch.no_grad()
@@ -69,7 +61,7 @@ def multiscale_cams(model: RPNetClassifier, images: Tensor, scales: tuple[float,
     """
     b, _, h, w = images.shape
     os_ = model.backbone.output_stride
-    small = strided_size((h, w), CAM_STRIDE)
+    small = strided_size((h, w), WALK_STRIDE)
     up = (math.ceil(h / os_) * os_, math.ceil(w / os_) * os_)
     strided = images.new_zeros((b, model.num_classes) + small)
     high = images.new_zeros((b, model.num_classes, h, w))
@@ -95,15 +87,16 @@ def model_cams(model: RPNetClassifier, x: Tensor, enhanced: bool) -> Tensor:
 
 def run(cfg: Config, *, resume: bool = False) -> Path:
     """Write one CAM file per image of the split; return the folder."""
-    out = cam_dir(cfg.work_dir)
-    stage_dir(cfg, STAGE_DIR)
+    work = WorkDir(cfg.work_dir)
+    stage_dir(cfg, NAME)
+    out = work.cams
     out.mkdir(exist_ok=True)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     split = cfg.make_cam.split or cfg.data.train_split
     dataset = build_dataset(cfg.data, split, eval_transform())
     model = build_classifier(cfg.model, dataset.num_classes, load_pretrained=False)
-    weights = Path(cfg.work_dir) / TRAIN_DIR / "model.safetensors"
+    weights = work.weights("train-cam")
     if not weights.is_file():
         raise RpnetError(f"no classifier weights at {weights}: run train-cam first")
     load_model_weights(weights, model)
@@ -120,7 +113,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     mine = shard(range(len(dataset)), current)
     size = cfg.make_cam.batch_size
     chunks = [mine[i:i + size] for i in range(0, len(mine), size)]
-    todo_chunks = [c for c in chunks if not all(readable(out / f"{dataset.records[i].id}.npz") for i in c)]
+    todo_chunks = [c for c in chunks if not all(readable(work.cam(dataset.records[i].id)) for i in c)]
     todo = [i for chunk in todo_chunks for i in chunk]
     log.info("make-cam: %d of %d images to do on this rank (rank %d of %d; %d done before)",
              len(todo), len(mine), current.rank, current.size, len(mine) - len(todo))
@@ -135,9 +128,8 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
                                             cfg.make_cam.flip, enhanced)
         for s, st, hi in zip(samples, strided, high):
             keys = torch.nonzero(torch.as_tensor(s["tags"])).flatten()
-            save_npz(out / f"{s['id']}.npz", keys=keys.numpy().astype(np.int64),
-                     cam=max_normalize(st[keys.to(device)]).cpu().numpy().astype(np.float16),
-                     high_res=max_normalize(hi[keys.to(device)]).cpu().numpy().astype(np.float16))
+            save_cams(work.cam(s["id"]), CamFile(keys=keys.numpy(), cam=max_normalize(st[keys.to(device)]).cpu().numpy(),
+                                                 high_res=max_normalize(hi[keys.to(device)]).cpu().numpy()))
         bar.update(len(samples))
 
     # Within a batch, images of one size are inferred together; VOC's sizes vary, synthetic data's do not.

@@ -7,7 +7,7 @@ by a dense CRF on the image, and pixels on which they disagree are "unsure"
 (:func:`rpnet.ops.crf.confident_labels`).
 
 With ``auto`` (the default) the two thresholds come from the CAMs themselves, without ground
-truth (docs/calibration.md): the CAM threshold t of :func:`cam_threshold_estimate` (as eval-cam
+truth (docs/calibration.md): the CAM threshold t of :func:`rpnet.calibration.cam_threshold_estimate` (as eval-cam
 calibrates it: the lower edge of a three-class Otsu split of the CAM values) is the foreground threshold and
 t / 2 the background one, a narrow unsure band just below the CAMs' own operating point. Both,
 and the histogram, are written to ``WORK_DIR/make_ir_label/calibration.json``.
@@ -28,35 +28,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import stage_dir
-from ..calibration import resolve, write_calibration
+from .common import ir_label_dataset, stage_dir
+from ..calibration import cam_histogram, cam_threshold_estimate, resolve, write_calibration
 from ..config import AUTO, Config
-from ..data.build import build_dataset
-from ..data.dataset import TaggedImages, Transform
 from ..data.images import read_image
 from ..engine.progress import progress_bar
 from ..errors import ConfigError, RpnetError
-from ..io import load_npz, readable, save_mask
+from ..io import readable, save_mask
+from ..layout import WorkDir, load_cams
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
-from ..ops.calibration import BINS, otsu_thresholds3, score_histogram
 from ..ops.crf import confident_labels
-from .make_cam import cam_dir
 
 log = logging.getLogger(__name__)
 
-STAGE_DIR = "make_ir_label"
-
-
-def label_dir(work_dir: Path) -> Path:
-    """Where the confident labels are: ``WORK_DIR/make_ir_label/labels``."""
-    return Path(work_dir) / STAGE_DIR / "labels"
-
-
-def ir_label_dataset(cfg: Config, transform: Transform | None = None) -> TaggedImages:
-    """The images stages 4 and 5 use: ``ir_label.split`` (default: the train split) as training
-    data, i.e. untagged images dropped and ``data.fraction`` applied, as for the classifier."""
-    split = cfg.ir_label.split or cfg.data.train_split
-    return build_dataset(cfg.data, split, transform, for_training=True, seed=cfg.seed)
+NAME = "make-ir-label"
 
 
 def label_image(image_path: Path, cam_path: Path, out_path: Path, fg_threshold: float, bg_threshold: float) -> Path:
@@ -67,32 +52,13 @@ def label_image(image_path: Path, cam_path: Path, out_path: Path, fg_threshold: 
     ``high_res`` (K, H, W); the image is (H, W, 3).
     """
     image = read_image(image_path)
-    cam = load_npz(cam_path)
-    high = cam["high_res"].astype(np.float32)
+    cam = load_cams(cam_path)
+    high = cam.high_res.astype(np.float32)
     if high.shape[1:] != image.shape[:2]:
         raise RpnetError(f"{cam_path}: CAM size {high.shape[1:]} differs from the size {image.shape[:2]} "
                          f"of image {image_path}; rerun make-cam")
-    labels = confident_labels(image, high, cam["keys"], fg_threshold, bg_threshold)
+    labels = confident_labels(image, high, cam.keys, fg_threshold, bg_threshold)
     return save_mask(out_path, labels)
-
-
-def cam_histogram(cam_paths: list[Path]) -> np.ndarray:
-    """The histogram (:data:`rpnet.ops.calibration.BINS`,) of the tagged classes' full-size CAM
-    values of these CAM files, summed over all ranks."""
-    histogram = np.zeros(BINS, dtype=np.int64)
-    for path in cam_paths:
-        if not path.exists():
-            raise RpnetError(f"no CAM at {path}: run make-cam first")
-        histogram += score_histogram(load_npz(path)["high_res"].astype(np.float32))
-    return all_reduce_sum(histogram)
-
-
-def cam_threshold_estimate(histogram: np.ndarray, what: str) -> float:
-    """The CAM background threshold calibrated from a CAM value histogram: the lower edge of its
-    three-class Otsu split (near-zero background | middle band | strong evidence)."""
-    if np.count_nonzero(histogram) < 3:
-        raise RpnetError(f"the CAMs are (nearly) constant: nothing to calibrate {what} from; set it to a number")
-    return otsu_thresholds3(histogram)[0]
 
 
 def calibrate(cfg: Config, cam_paths: list[Path]) -> tuple[float, float]:
@@ -100,7 +66,7 @@ def calibrate(cfg: Config, cam_paths: list[Path]) -> tuple[float, float]:
     calibrated CAM threshold t and t / 2; written to calibration.json."""
     tc = cfg.ir_label
     configured = {"fg_threshold": tc.fg_threshold, "bg_threshold": tc.bg_threshold}
-    histogram = cam_histogram(cam_paths)
+    histogram = all_reduce_sum(cam_histogram(cam_paths))
     if AUTO in configured.values():
         t = cam_threshold_estimate(histogram, "ir_label.fg_threshold / bg_threshold")
         estimates = {"fg_threshold": t, "bg_threshold": t / 2}
@@ -111,27 +77,27 @@ def calibrate(cfg: Config, cam_paths: list[Path]) -> tuple[float, float]:
         raise ConfigError(f"ir_label.fg_threshold {values['fg_threshold']} is below bg_threshold "
                           f"{values['bg_threshold']} (one set by hand, the other calibrated): set both")
     if world().is_main:
-        write_calibration(Path(cfg.work_dir) / STAGE_DIR, configured, estimates,
+        write_calibration(WorkDir(cfg.work_dir).stage(NAME), configured, estimates,
                           {"cam_value_histogram": histogram.tolist()})
     return values["fg_threshold"], values["bg_threshold"]
 
 
 def run(cfg: Config, *, resume: bool = False) -> Path:
     """Write one confident-label PNG per image; return the folder."""
-    out = label_dir(cfg.work_dir)
-    stage_dir(cfg, STAGE_DIR)
+    work = WorkDir(cfg.work_dir)
+    out = work.ir_labels
+    stage_dir(cfg, NAME)
     out.mkdir(exist_ok=True)
     dataset = ir_label_dataset(cfg)
-    cams = cam_dir(cfg.work_dir)
     current = world()
     # Each rank takes its shard before looking for finished files, so ranks never split differently.
     todo = [r for r in shard(dataset.records, current) if not readable(out / f"{r.id}.png")]
     for record in todo:
-        if not (cams / f"{record.id}.npz").exists():
-            raise RpnetError(f"no CAM for image {record.id} at {cams / f'{record.id}.npz'}: run make-cam first")
+        if not work.cam(record.id).exists():
+            raise RpnetError(f"no CAM for image {record.id} at {work.cam(record.id)}: run make-cam first")
     tc = cfg.ir_label
-    fg_threshold, bg_threshold = calibrate(cfg, [cams / f"{r.id}.npz" for r in shard(dataset.records, current)])
-    jobs = [(r.image, cams / f"{r.id}.npz", out / f"{r.id}.png", fg_threshold, bg_threshold) for r in todo]
+    fg_threshold, bg_threshold = calibrate(cfg, [work.cam(r.id) for r in shard(dataset.records, current)])
+    jobs = [(r.image, work.cam(r.id), out / f"{r.id}.png", fg_threshold, bg_threshold) for r in todo]
     log.info("make-ir-label: %d of %d images to do (%d done before), %d workers",
              len(todo), len(dataset), len(dataset) - len(todo), tc.workers)
     bar = progress_bar(len(jobs), "make-ir-label", "img", enabled=current.is_main)

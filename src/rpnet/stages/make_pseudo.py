@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
 from .common import stage_dir
@@ -33,47 +32,17 @@ from ..data.transforms import eval_transform
 from ..engine.checkpoint import load_model_weights
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
 from ..engine.progress import progress_bar
-from ..engine.trainer import WEIGHTS_NAME
 from ..errors import RpnetError
-from ..io import load_npz, readable, save_image, save_mask, save_npz
-from ..models.irn import IRN_STRIDE
+from ..io import load_npz, readable, save_mask, save_npz
+from ..layout import WorkDir, load_cams, save_boundary
+from ..models.build import build_irn
 from ..ops.calibration import BINS, otsu_thresholds3, score_histogram
-from ..ops.random_walk import scores_to_labels, walk_cams, walk_scores
+from ..ops.random_walk import WALK_STRIDE, scores_to_labels, strided_size, walk_cams, walk_scores
 from ..runtime import resolve_device, seed_everything
-from .make_cam import cam_dir, strided_size
-from .train_irn import STAGE_DIR as TRAIN_IRN_DIR, build_irn
 
 log = logging.getLogger(__name__)
 
-STAGE_DIR = "make_pseudo"
-GREY_LEVELS = 255  # boundary probabilities in [0, 1] are stored as 0..255
-
-
-def mask_dir(work_dir: Path) -> Path:
-    """Where the pseudo masks are: ``WORK_DIR/make_pseudo/masks``."""
-    return Path(work_dir) / STAGE_DIR / "masks"
-
-
-def boundary_dir(work_dir: Path) -> Path:
-    """Where the boundary maps are: ``WORK_DIR/make_pseudo/boundaries``."""
-    return Path(work_dir) / STAGE_DIR / "boundaries"
-
-
-def save_boundary(path: Path, edge: np.ndarray) -> Path:
-    """A boundary map (h, w) of probabilities in [0, 1] as an 8-bit grey PNG, written atomically."""
-    grey = np.rint(np.clip(edge, 0.0, 1.0) * GREY_LEVELS).astype(np.uint8)
-    return save_image(path, grey)
-
-
-def load_boundary(path: Path) -> np.ndarray:
-    """A boundary map written by :func:`save_boundary` -> (h, w) float32 in [0, 1]."""
-    with Image.open(path) as img:
-        return np.asarray(img.convert("L"), dtype=np.float32) / GREY_LEVELS
-
-
-def walk_dir(work_dir: Path) -> Path:
-    """Where the walked CAMs are: ``WORK_DIR/make_pseudo/walks``."""
-    return Path(work_dir) / STAGE_DIR / "walks"
+NAME = "make-pseudo"
 
 
 def load_scores(path: Path) -> tuple[np.ndarray, torch.Tensor]:
@@ -85,8 +54,9 @@ def load_scores(path: Path) -> tuple[np.ndarray, torch.Tensor]:
 
 def run(cfg: Config, *, resume: bool = False) -> Path:
     """Walk every image of the split, calibrate, write one pseudo mask per image; return the mask folder."""
-    folder = stage_dir(cfg, STAGE_DIR)
-    out, edges, walks = mask_dir(cfg.work_dir), boundary_dir(cfg.work_dir), walk_dir(cfg.work_dir)
+    folder = stage_dir(cfg, NAME)
+    work = WorkDir(cfg.work_dir)
+    out, edges, walks = work.pseudo_masks, work.boundaries, work.walks
     for path in (out, edges, walks):
         path.mkdir(exist_ok=True)
     split = cfg.pseudo.split or cfg.data.train_split
@@ -128,12 +98,13 @@ def walk_images(cfg: Config, dataset, todo: list[int]) -> None:
     """Walk the CAMs of images ``todo`` of ``dataset`` on IRN's boundary maps; write walks and boundaries."""
     if not todo:
         return
-    cams, edges, walks = cam_dir(cfg.work_dir), boundary_dir(cfg.work_dir), walk_dir(cfg.work_dir)
+    work = WorkDir(cfg.work_dir)
+    edges, walks = work.boundaries, work.walks
     for i in todo:
-        path = cams / f"{dataset.records[i].id}.npz"
+        path = work.cam(dataset.records[i].id)
         if not path.exists():
             raise RpnetError(f"no CAM for image {dataset.records[i].id} at {path}: run make-cam first")
-    weights = Path(cfg.work_dir) / TRAIN_IRN_DIR / WEIGHTS_NAME
+    weights = work.weights("train-irn")
     if not weights.is_file():
         raise RpnetError(f"no IRN weights at {weights}: run train-irn first")
     device = resolve_device(cfg.device)
@@ -150,17 +121,17 @@ def walk_images(cfg: Config, dataset, todo: list[int]) -> None:
         height, width = image.shape[-2:]
         # IRN pads every image to its training crop, so that GroupNorm sees maps like those it trained on.
         edge = net.predict(image.to(device), flip=True, pad_to=cfg.train_irn.crop_size).edge[0]
-        cam_path = cams / f"{image_id}.npz"
-        cam = load_npz(cam_path)
-        expected = strided_size((height, width), IRN_STRIDE)
-        if cam["cam"].shape[1:] != expected or tuple(edge.shape) != expected:
-            raise RpnetError(f"{cam_path}: stride-4 CAM of size {cam['cam'].shape[1:]} and boundary map of size "
+        cam_path = work.cam(image_id)
+        cam = load_cams(cam_path)
+        expected = strided_size((height, width), WALK_STRIDE)
+        if cam.cam.shape[1:] != expected or tuple(edge.shape) != expected:
+            raise RpnetError(f"{cam_path}: stride-4 CAM of size {cam.cam.shape[1:]} and boundary map of size "
                              f"{tuple(edge.shape)}, but image {image_id} of size {(height, width)} needs {expected}; "
                              "rerun make-cam")
-        strided = torch.from_numpy(cam["cam"].astype(np.float32)).to(device)
+        strided = torch.from_numpy(cam.cam.astype(np.float32)).to(device)
         walked = walk_cams(strided, edge, radius=pc.radius, beta=pc.beta, steps=pc.steps)
         save_boundary(edges / f"{image_id}.png", edge.cpu().numpy())
-        save_npz(walks / f"{image_id}.npz", keys=np.asarray(cam["keys"], dtype=np.int64),
+        save_npz(walks / f"{image_id}.npz", keys=np.asarray(cam.keys, dtype=np.int64),
                  walked=walked.cpu().numpy().astype(np.float32), size=np.array([height, width], dtype=np.int64))
         bar.update(1)
     bar.close()

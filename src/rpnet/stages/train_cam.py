@@ -15,67 +15,25 @@ import logging
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from .common import check_batch, stage_dir, training_images
-from ..config import Config, ModelConfig
+from ..config import Config
 from ..data.build import build_dataset
 from ..data.sampling import GroupBatchSampler
 from ..data.transforms import collate, train_transform
 from ..engine.checkpoint import unwrap
 from ..engine.distributed import rank_seed, split_batch, world, wrap_model
 from ..engine.schedule import sgd_param_groups
-from ..engine.trainer import LoopSettings, WEIGHTS_NAME, train
-from ..errors import ConfigError, RpnetError
+from ..engine.trainer import LoopSettings, train
+from ..errors import ConfigError
 from ..losses import classifier_loss
-from ..models.backbones import build_backbone
-from ..models.rpnet import PrototypeSettings, RPNetClassifier
-from ..models.weights import check_state_dict, read_weights
+from ..models.build import build_classifier
 from ..runtime import resolve_device, seed_everything, to_memory_format, use_channels_last
 
 log = logging.getLogger(__name__)
 
-STAGE_DIR = "train_cam"
-CLASSIFIER_BACKBONE_PREFIX = "backbone."  # the backbone's keys in this stage's weights
-
-
-def build_classifier(model: ModelConfig, num_classes: int, *, load_pretrained: bool = True) -> RPNetClassifier:
-    """The classifier a :class:`ModelConfig` describes (ImageNet weights loaded when given)."""
-    pretrained = model.pretrained is not None
-    frozen_bn = pretrained if model.freeze_bn is None else model.freeze_bn
-    frozen_stem = pretrained if model.freeze_stem is None else model.freeze_stem
-    detach_block2 = pretrained if model.detach_block2 is None else model.detach_block2
-    backbone = build_backbone(
-        model.backbone, output_stride=model.output_stride, norm="frozen" if frozen_bn else "bn",
-        freeze_stem=frozen_stem, pretrained=model.pretrained if load_pretrained else None,
-    )
-    settings = None
-    if model.prototypes:
-        settings = PrototypeSettings(
-            levels=model.prototype_levels, group_size=model.group_size, alpha=model.alpha, beta=model.beta,
-            sigma=model.sigma if model.gaussian else None, embed_dim=model.embed_dim, compare=model.compare,
-            activation_norm=model.activation_norm,
-        )
-    return RPNetClassifier(backbone, num_classes, settings, detach_block2=detach_block2)
-
-
-def load_classifier_backbone(backbone: nn.Module, work_dir: Path, *, missing_hint: str, mismatch_hint: str) -> Path:
-    """Copy the backbone of this stage's ``WORK_DIR/train_cam/model.safetensors`` into ``backbone``.
-
-    Later stages start from it when there are no ImageNet weights. ``missing_hint`` ends the error
-    when the file is absent, ``mismatch_hint`` the one when its keys or shapes do not fit. Returns the file.
-    """
-    source = Path(work_dir) / STAGE_DIR / WEIGHTS_NAME
-    if not source.is_file():
-        raise RpnetError(f"no classifier weights at {source} {missing_hint}")
-    state = {k.removeprefix(CLASSIFIER_BACKBONE_PREFIX): v for k, v in read_weights(source).items()
-             if k.startswith(CLASSIFIER_BACKBONE_PREFIX)}
-    problems = check_state_dict(backbone, state)
-    if problems:
-        raise ConfigError(f"{source}: the classifier's backbone {mismatch_hint}; " + "; ".join(problems))
-    backbone.load_state_dict(state, strict=False)  # check_state_dict has refused every real difference
-    return source
+NAME = "train-cam"
 
 
 def check(cfg: Config) -> None:
@@ -96,7 +54,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     batch_size / R images, whole groups of K, its groups disjoint from the other ranks'
     (:class:`GroupBatchSampler` shards the epoch's groups); DDP averages the gradients.
     """
-    out_dir = stage_dir(cfg, STAGE_DIR)
+    out_dir = stage_dir(cfg, NAME)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     tc = cfg.train_cam

@@ -22,43 +22,33 @@ import dataclasses
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from .common import check_batch, stage_dir, training_images
-from ..config import Config, ModelConfig
+from .common import check_batch, ir_label_dataset, stage_dir, training_images
+from ..config import Config
 from ..data.dataset import TaggedImages
 from ..data.transforms import collate, eval_transform, seg_train_transform
 from ..engine.checkpoint import save_model_weights
-from ..engine.distributed import all_reduce_sum, barrier, rank_seed, shard, split_batch, world, wrap_model
+from ..engine.distributed import (all_reduce_sum, barrier, epoch_batches, rank_seed, shard, split_batch, world,
+                                  wrap_model)
 from ..engine.progress import progress_bar
 from ..engine.schedule import sgd_param_groups
 from ..engine.trainer import LoopSettings, train
 from ..errors import ConfigError, RpnetError
 from ..losses import irn_loss
-from ..models.backbones import build_backbone
-from ..models.irn import IRN_STRIDE, IRNet
+from ..layout import WorkDir
+from ..models.build import build_irn, load_classifier_backbone
+from ..models.irn import IRNet
 from ..models.weights import load_backbone_weights
 from ..ops.affinity import affinity_labels, downsample_labels, path_index
+from ..ops.random_walk import WALK_STRIDE
 from ..runtime import resolve_device, seed_everything, to_memory_format, use_channels_last
-from .make_ir_label import ir_label_dataset, label_dir
-from .train_cam import load_classifier_backbone
 
 log = logging.getLogger(__name__)
 
-STAGE_DIR = "train_irn"
+NAME = "train-irn"
 DISPLACEMENT_LR_MULT = 10.0  # IRN trains the displacement branch at 10x the boundary branch's lr
-
-
-def build_irn(model: ModelConfig, *, train_backbone: bool = False, boundary_prior: float | None = None) -> IRNet:
-    """An IRNet on a randomly initialised backbone of ``model.backbone``, frozen unless ``train_backbone``.
-
-    Batch norm uses running statistics throughout (IRN's FixedBatchNorm) and the stem stays frozen
-    either way; the state-dict keys are those of ordinary batch norm. ``boundary_prior``: see :class:`IRNet`.
-    """
-    backbone = build_backbone(model.backbone, output_stride=model.output_stride, norm="frozen", freeze_stem=True)
-    return IRNet(backbone, freeze_backbone=not train_backbone, boundary_prior=boundary_prior)
 
 
 def init_backbone(net: IRNet, cfg: Config) -> str:
@@ -79,7 +69,7 @@ def init_backbone(net: IRNet, cfg: Config) -> str:
         load_backbone_weights(net.backbone, source)
         return f"ImageNet weights {source}"
     source = load_classifier_backbone(
-        net.backbone, cfg.work_dir,
+        net.backbone, WorkDir(cfg.work_dir).weights("train-cam"),
         missing_hint="to start IRN's backbone from: run train-cam first (or set model.pretrained)",
         mismatch_hint=f"does not fit a {cfg.model.backbone} at output stride {cfg.model.output_stride} "
                       "(set model.* as in stage 1)")
@@ -90,7 +80,7 @@ def labelled_dataset(cfg: Config) -> TaggedImages:
     """The training images with their confident labels as masks, augmented with
     ``seg_train_transform`` (scale jitter, flip, crop padded with 255)."""
     images = ir_label_dataset(cfg)
-    labels = label_dir(cfg.work_dir)
+    labels = WorkDir(cfg.work_dir).ir_labels
     records = [dataclasses.replace(r, mask=labels / f"{r.id}.png") for r in images.records]
     missing = [r.mask for r in records if not r.mask.is_file()]
     if missing:
@@ -98,19 +88,6 @@ def labelled_dataset(cfg: Config) -> TaggedImages:
     tc = cfg.train_irn
     return TaggedImages(records, images.class_names, transform=seg_train_transform(tc.crop_size, tc.scale_range),
                         seed=cfg.seed)
-
-
-def epoch_batches(num_images: int, batch_size: int, seed: int, epoch: int,
-                  num_replicas: int = 1, rank: int = 0) -> list[list[int]]:
-    """A seeded shuffle of the images cut into full global batches (the last partial one dropped),
-    and of each global batch the ``rank``-th of ``num_replicas`` equal slices.
-
-    The ranks' slices of one step are disjoint and together are the single-process batch of that step.
-    """
-    order = np.random.default_rng([seed, epoch]).permutation(num_images)
-    per_rank = split_batch(batch_size, num_replicas, key="train_irn.batch_size")
-    return [order[i + rank * per_rank:i + (rank + 1) * per_rank].tolist()
-            for i in range(0, num_images - batch_size + 1, batch_size)]
 
 
 @torch.no_grad()
@@ -157,9 +134,9 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     """Train IRNet and return the path of the final weights.
 
     Under torchrun ``train_irn.batch_size`` is the global batch: each rank takes its slice of
-    every step's batch (:func:`epoch_batches`) and DDP averages the gradients.
+    every step's batch (:func:`rpnet.engine.distributed.epoch_batches`) and DDP averages the gradients.
     """
-    out_dir = stage_dir(cfg, STAGE_DIR)
+    out_dir = stage_dir(cfg, NAME)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     tc = cfg.train_irn
@@ -190,13 +167,14 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
 
     def batches(epoch: int, skip: int):
         dataset.set_epoch(epoch)
-        plan = epoch_batches(len(dataset), tc.batch_size, cfg.seed, epoch, current.size, current.rank)[skip:]
+        plan = epoch_batches(len(dataset), tc.batch_size, cfg.seed, epoch, current.size, current.rank,
+                             key="train_irn.batch_size")[skip:]
         return DataLoader(dataset, batch_sampler=plan, collate_fn=collate, num_workers=cfg.data.num_workers,
                           pin_memory=device.type == "cuda")
 
     def step(batch):
         images = to_memory_format(batch["image"].to(device, non_blocking=True), channels_last)
-        labels = affinity_labels(downsample_labels(batch["mask"].to(device, non_blocking=True), IRN_STRIDE), index)
+        labels = affinity_labels(downsample_labels(batch["mask"].to(device, non_blocking=True), WALK_STRIDE), index)
         out = model(images)
         # The losses in float32: 1 + 1e-5 - affinity rounds to 0 in bfloat16, and its log to -inf.
         loss = irn_loss(out.edge.float(), out.displacement.float(), labels, index, tc.fg_pos_weight)

@@ -36,34 +36,22 @@ from ..data.build import build_dataset
 from ..data.dataset import TaggedImages
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, collate, seg_train_transform
 from ..engine.checkpoint import Progress
-from ..engine.distributed import all_reduce_sum, barrier, rank_seed, shard, split_batch, world, wrap_model
+from ..engine.distributed import (all_reduce_sum, barrier, epoch_batches, rank_seed, shard, split_batch, world,
+                                  wrap_model)
 from ..engine.schedule import sgd_param_groups
-from ..engine.trainer import LOG_NAME, LoopSettings, WEIGHTS_NAME, train
-from ..errors import ConfigError, DataError, RpnetError
+from ..engine.trainer import LoopSettings, train
+from ..errors import DataError, RpnetError
 from ..io import read_jsonl
+from ..layout import LOG, WorkDir
 from ..losses import segmentation_loss
 from ..metrics import ConfusionMatrix
-from ..models.deeplab import build_segmentation_model
+from ..models.build import build_seg_model, seg_backbone
 from ..predict import Predictor, SegmentationSpec, save_segmentation_weights
 from ..runtime import resolve_device, seed_everything, to_memory_format, use_channels_last
-from .make_pseudo import mask_dir as pseudo_mask_dir
-from .train_cam import STAGE_DIR as TRAIN_CAM_DIR, load_classifier_backbone
-from .train_irn import epoch_batches
 
 log = logging.getLogger(__name__)
 
-STAGE_DIR = "train_seg"
-BEST_WEIGHTS = "best.safetensors"  # the weights of the epoch with the best val_miou (train_seg.val_every)
-
-
-def weights_path(work_dir: Path) -> Path:
-    """Where train-seg writes its final weights: ``WORK_DIR/train_seg/model.safetensors``."""
-    return Path(work_dir) / STAGE_DIR / WEIGHTS_NAME
-
-
-def seg_backbone(cfg: Config) -> str:
-    """The segmentation model's backbone name: ``train_seg.backbone``, else ``model.backbone``."""
-    return cfg.train_seg.backbone or cfg.model.backbone
+NAME = "train-seg"
 
 
 def resolve_init(cfg: Config) -> str:
@@ -73,30 +61,9 @@ def resolve_init(cfg: Config) -> str:
         return init
     if cfg.model.pretrained is not None:
         return "pretrained"
-    if (Path(cfg.work_dir) / TRAIN_CAM_DIR / WEIGHTS_NAME).is_file():
+    if WorkDir(cfg.work_dir).weights("train-cam").is_file():
         return "classifier"
     return "scratch"
-
-
-def build_seg_model(cfg: Config, num_classes: int, init: str) -> nn.Module:
-    """The model ``train_seg`` describes with ``num_classes`` outputs, its backbone initialised per ``init``."""
-    ts = cfg.train_seg
-    pretrained = init == "pretrained"
-    if pretrained and cfg.model.pretrained is None:
-        raise ConfigError("train_seg.backbone_init is 'pretrained' but model.pretrained is null; "
-                          "set model.pretrained or use backbone_init 'classifier', 'scratch' or 'auto'")
-    frozen_bn = pretrained if ts.freeze_bn is None else ts.freeze_bn
-    net = build_segmentation_model(ts.architecture, backbone=seg_backbone(cfg), num_classes=num_classes,
-                                   output_stride=ts.output_stride, norm="frozen" if frozen_bn else "bn",
-                                   pretrained=cfg.model.pretrained if pretrained else None)
-    if init == "classifier":
-        load_classifier_backbone(
-            net.backbone, cfg.work_dir,
-            missing_hint="to start the segmentation backbone from: run train-cam first, or set "
-                         "train_seg.backbone_init to 'scratch' or 'pretrained'",
-            mismatch_hint=f"does not fit a {seg_backbone(cfg)} (train_seg.backbone must be model.backbone "
-                          "to start from the classifier)")
-    return net
 
 
 def training_dataset(cfg: Config) -> TaggedImages:
@@ -115,7 +82,7 @@ def training_dataset(cfg: Config) -> TaggedImages:
         if not dataset.has_masks:
             raise DataError(f"split {split!r} of {cfg.data.root} has no ground-truth masks for train_seg.labels=gt")
         return dataset
-    masks = pseudo_mask_dir(cfg.work_dir)
+    masks = WorkDir(cfg.work_dir).pseudo_masks
     records = [dataclasses.replace(r, mask=masks / f"{r.id}.png") for r in dataset.records]
     missing = [r.mask for r in records if not r.mask.is_file()]
     if missing:
@@ -152,7 +119,7 @@ def validation(cfg: Config, net: nn.Module, spec: SegmentationSpec, device: torc
         log.info("train-seg: split %r has no masks: no validation during training", split)
         return None
     # A resumed run continues from the best figure its log holds (the log is cut back to the checkpoint).
-    best = {"miou": max((r["val_miou"] for r in read_jsonl(out_dir / LOG_NAME) if "val_miou" in r), default=-1.0)}
+    best = {"miou": max((r["val_miou"] for r in read_jsonl(out_dir / LOG) if "val_miou" in r), default=-1.0)}
 
     def validate(progress: Progress) -> dict[str, float]:
         if progress.epoch % every and progress.epoch != cfg.train_seg.epochs:
@@ -167,7 +134,7 @@ def validation(cfg: Config, net: nn.Module, spec: SegmentationSpec, device: torc
         if miou > best["miou"]:
             best["miou"] = miou
             if world().is_main:
-                save_segmentation_weights(out_dir / BEST_WEIGHTS, net, spec)
+                save_segmentation_weights(WorkDir(cfg.work_dir).seg_best_weights, net, spec)
         log.info("train-seg: epoch %d, val mIoU %.2f on %d images of %r (best %.2f)", progress.epoch, miou,
                  len(dataset), split, best["miou"])
         return {"val_miou": miou}
@@ -179,9 +146,9 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     """Train the segmentation model and return the path of its weights.
 
     Under torchrun ``train_seg.batch_size`` is the global batch: each rank takes its slice of
-    every step's batch (:func:`~rpnet.stages.train_irn.epoch_batches`) and DDP averages the gradients.
+    every step's batch (:func:`~rpnet.engine.distributed.epoch_batches`) and DDP averages the gradients.
     """
-    out_dir = stage_dir(cfg, STAGE_DIR)
+    out_dir = stage_dir(cfg, NAME)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     ts = cfg.train_seg
@@ -192,18 +159,20 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     steps_per_epoch = len(dataset) // ts.batch_size
     init = resolve_init(cfg)
     channels_last = use_channels_last(device, cfg.engine.channels_last)
-    net = to_memory_format(build_seg_model(cfg, len(dataset.class_names), init).to(device), channels_last)
+    net = build_seg_model(ts, cfg.model, len(dataset.class_names), init, WorkDir(cfg.work_dir).weights("train-cam"))
+    net = to_memory_format(net.to(device), channels_last)
     optimizer = make_optimizer(net, cfg)
     model = wrap_model(net, device, sync_bn=cfg.engine.sync_bn)
     if current.rank:
         torch.manual_seed(rank_seed(cfg.seed, current.rank))  # rank 0 keeps the single-process stream
     log.info("train-seg: %s on %s (output stride %d, backbone from %s), %s labels, %d images, %d epochs x %d "
-             "steps, batch %d = %d rank(s) x %d, crop %d", ts.architecture, seg_backbone(cfg), ts.output_stride, init,
+             "steps, batch %d = %d rank(s) x %d, crop %d", ts.architecture, seg_backbone(ts, cfg.model), ts.output_stride, init,
              ts.labels, len(dataset), ts.epochs, steps_per_epoch, ts.batch_size, current.size, per_rank, ts.crop_size)
 
     def batches(epoch: int, skip: int):
         dataset.set_epoch(epoch)
-        plan = epoch_batches(len(dataset), ts.batch_size, cfg.seed, epoch, current.size, current.rank)[skip:]
+        plan = epoch_batches(len(dataset), ts.batch_size, cfg.seed, epoch, current.size, current.rank,
+                             key="train_seg.batch_size")[skip:]
         return DataLoader(dataset, batch_sampler=plan, collate_fn=collate, num_workers=cfg.data.num_workers,
                           pin_memory=device.type == "cuda")
 
@@ -216,7 +185,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     settings = LoopSettings(epochs=ts.epochs, steps_per_epoch=steps_per_epoch, poly_power=ts.poly_power,
                             amp=ts.amp, log_every=ts.log_every, max_steps=ts.max_steps, global_batch=ts.batch_size,
                             trace=cfg.engine.trace_ranks, tensorboard=cfg.engine.tensorboard)
-    spec = SegmentationSpec(ts.architecture, seg_backbone(cfg), ts.output_stride, tuple(dataset.class_names),
+    spec = SegmentationSpec(ts.architecture, seg_backbone(ts, cfg.model), ts.output_stride, tuple(dataset.class_names),
                             IMAGENET_MEAN, IMAGENET_STD)
     weights = train(model, optimizer, batches, step, settings, out_dir, device=device, resume=resume,
                     on_epoch_end=validation(cfg, net, spec, device, out_dir))
