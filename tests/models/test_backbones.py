@@ -101,8 +101,9 @@ def test_dilations_follow_output_stride(output_stride, dilations):
 
 
 def _expected_channels(name: str) -> tuple[int, ...]:
+    """Channels of the stem (64) and of layer1..layer4."""
     expansion = 4 if name in BOTTLENECK else 1
-    return tuple(expansion * planes for planes in (64, 128, 256, 512))
+    return (64, *(expansion * planes for planes in (64, 128, 256, 512)))
 
 
 def _check_block_shapes(model: ResNet, channels: tuple[int, ...], sizes: tuple[int, ...]) -> None:
@@ -112,11 +113,11 @@ def _check_block_shapes(model: ResNet, channels: tuple[int, ...], sizes: tuple[i
         assert tuple(feat.shape) == (2, c, s, s)
 
 
-# Block sizes on a 64x64 input: H/4, H/8, then H/16 or H/8, then H/output_stride.
-SIZES_AT = {32: (16, 8, 4, 2), 16: (16, 8, 4, 4), 8: (16, 8, 8, 8)}
+# Level sizes on a 64x64 input: stem and block1 H/4, H/8, then H/16 or H/8, then H/output_stride.
+SIZES_AT = {32: (16, 16, 8, 4, 2), 16: (16, 16, 8, 4, 4), 8: (16, 16, 8, 8, 8)}
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMS))
 def test_block_shapes_and_channels(name):
     model = meta_model(name, output_stride=16)  # the method's default
     channels = _expected_channels(name)
