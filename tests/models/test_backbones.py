@@ -11,10 +11,12 @@ from torch import nn
 from rpnet.errors import ConfigError
 from rpnet.models.backbones import (
     BACKBONES,
+    LEVELS,
     BackboneFeatures,
     FrozenBatchNorm2d,
     ResNet,
     build_backbone,
+    level_strides,
 )
 from rpnet.models.weights import save_weights
 
@@ -41,8 +43,8 @@ def meta_model(name: str, output_stride: int = 16) -> ResNet:
         return BACKBONES[name](num_classes=1000, output_stride=output_stride)
 
 
-def test_registry_holds_the_eight_backbones():
-    assert sorted(BACKBONES) == sorted(TORCHVISION_PARAMS)
+def test_registry_holds_the_eight_resnets_and_the_convnexts():
+    assert sorted(BACKBONES) == sorted([*TORCHVISION_PARAMS, "convnext_tiny", "convnext_small", "convnext_base"])
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMS))
@@ -101,8 +103,9 @@ def test_dilations_follow_output_stride(output_stride, dilations):
 
 
 def _expected_channels(name: str) -> tuple[int, ...]:
+    """Channels of the stem (64) and of layer1..layer4."""
     expansion = 4 if name in BOTTLENECK else 1
-    return tuple(expansion * planes for planes in (64, 128, 256, 512))
+    return (64, *(expansion * planes for planes in (64, 128, 256, 512)))
 
 
 def _check_block_shapes(model: ResNet, channels: tuple[int, ...], sizes: tuple[int, ...]) -> None:
@@ -112,11 +115,11 @@ def _check_block_shapes(model: ResNet, channels: tuple[int, ...], sizes: tuple[i
         assert tuple(feat.shape) == (2, c, s, s)
 
 
-# Block sizes on a 64x64 input: H/4, H/8, then H/16 or H/8, then H/output_stride.
-SIZES_AT = {32: (16, 8, 4, 2), 16: (16, 8, 4, 4), 8: (16, 8, 8, 8)}
+# Level sizes on a 64x64 input: stem and block1 H/4, H/8, then H/16 or H/8, then H/output_stride.
+SIZES_AT = {32: (16, 16, 8, 4, 2), 16: (16, 16, 8, 4, 4), 8: (16, 16, 8, 8, 8)}
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMS))
 def test_block_shapes_and_channels(name):
     model = meta_model(name, output_stride=16)  # the method's default
     channels = _expected_channels(name)
@@ -263,3 +266,45 @@ def test_build_backbone_loads_imagenet_style_weights(tmp_path):
     x = torch.randn(1, 3, SIZE, SIZE)
     with torch.no_grad():
         assert torch.equal(model(x).block4, imagenet(x).block4)
+
+
+# ---------------------------------------------------------------------------- the seam, for every family
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_keeps_the_seam(name):
+    # What the classifier, IRN and DeepLab read: five levels at the seam's strides with the
+    # announced channels, the stem's parameters, and a head the loader knows to ignore.
+    with torch.device("meta"):
+        model = BACKBONES[name](num_classes=None, output_stride=16)
+        with_head = BACKBONES[name](num_classes=1000, output_stride=16)
+    assert sorted(model.channels) == sorted(LEVELS) and model.output_stride == 16
+    feats = model.forward_features(torch.empty(2, 3, 96, 96, device="meta"))
+    strides = level_strides(16)
+    for level, feat in zip(LEVELS, feats):
+        assert tuple(feat.shape) == (2, model.channels[level], 96 // strides[level], 96 // strides[level])
+    all_params = {id(p) for p in model.parameters()}
+    stem = {id(p) for p in model.stem_parameters()}
+    assert stem and stem < all_params
+    head_keys = with_head.state_dict().keys() - model.state_dict().keys()
+    assert head_keys and all(k.startswith(model.head_prefixes) for k in head_keys)
+    assert not any(k.startswith(model.head_prefixes) for k in model.state_dict())
+
+
+def test_level_strides():
+    assert level_strides(32) == {"stem": 4, "block1": 4, "block2": 8, "block3": 16, "block4": 32}
+    assert level_strides(8) == {"stem": 4, "block1": 4, "block2": 8, "block3": 8, "block4": 8}
+    with pytest.raises(ConfigError, match=r"8, 16, 32"):
+        level_strides(4)
+
+
+def test_forward_features_detaches_the_named_levels():
+    # The classifier's detach_block2: block2 is returned detached and block3 reads it detached.
+    model = build_backbone("resnet18", output_stride=16)
+    feats = model.forward_features(torch.randn(2, 3, 32, 32), detach=("block2",))
+    assert feats.block1.requires_grad and not feats.block2.requires_grad and feats.block3.requires_grad
+    feats.block4.sum().backward()
+    assert model.layer1[0].conv1.weight.grad is None and model.layer2[0].conv1.weight.grad is None
+    assert model.layer3[0].conv1.weight.grad is not None
+    with pytest.raises(ValueError, match="layer2"):
+        model.forward_features(torch.randn(1, 3, 32, 32), detach=("layer2",))

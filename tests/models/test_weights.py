@@ -25,7 +25,7 @@ FORMATS = (".pth", ".safetensors")
 INPUT = (1, 3, 32, 32)
 # The backbones over 40M parameters: writing and reading their files twice takes
 # seconds each on a small CI machine, so their round trips are marked slow.
-HEAVY = {"resnet101", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2"}
+HEAVY = {"resnet101", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2", "convnext_small", "convnext_base"}
 ROUND_TRIP_CASES = [pytest.param(name, marks=pytest.mark.slow) if name in HEAVY else name
                     for name in sorted(BACKBONES)]
 

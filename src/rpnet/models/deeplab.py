@@ -2,7 +2,7 @@
 
 - :class:`DeepLabLargeFOV`: the paper's model (Chen et al., "Semantic Image Segmentation with
   Deep Convolutional Nets and Fully Connected CRFs", ICLR 2015, the LargeFOV variant, as used
-  by DeepLab v2 and by IRN/RPNet on a ResNet). A dilated ResNet at output stride 8, then
+  by DeepLab v2 and by IRN/RPNet on a ResNet). A dilated backbone at output stride 8, then
   fc6 = 3x3 conv at dilation 12 (the large field of view), fc7 = 1x1 conv, each followed by
   ReLU and dropout, and fc8 = 1x1 conv to the classes.
 - :class:`DeepLabV3Plus`: the option users expect (Chen et al., ECCV 2018): ASPP on block4
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .backbones import ResNet, build_backbone
+from .backbones import Backbone, build_backbone
 
 ALIGN_CORNERS = False  # the project's bilinear convention (rpnet.py, irn.py)
 
@@ -92,10 +92,10 @@ class LargeFOVHead(nn.Module):
 
 
 class DeepLabLargeFOV(nn.Module):
-    """DeepLab-LargeFOV on a ResNet: block4 features -> :class:`LargeFOVHead`.
+    """DeepLab-LargeFOV on a backbone: block4 features -> :class:`LargeFOVHead`.
 
     Args:
-        backbone: a :class:`~rpnet.models.backbones.ResNet`; DeepLab uses output stride 8.
+        backbone: a :class:`~rpnet.models.backbones.Backbone`; DeepLab uses output stride 8.
         num_classes: the number of classes, background included.
         head_channels: width of fc6 and fc7 (LargeFOV: 1024).
         dropout: dropout probability after fc6 and after fc7.
@@ -105,7 +105,7 @@ class DeepLabLargeFOV(nn.Module):
             (the backbone's output stride).
     """
 
-    def __init__(self, backbone: ResNet, num_classes: int, head_channels: int = LARGEFOV_CHANNELS,
+    def __init__(self, backbone: Backbone, num_classes: int, head_channels: int = LARGEFOV_CHANNELS,
                  dropout: float = LARGEFOV_DROPOUT) -> None:
         super().__init__()
         self.backbone = backbone
@@ -124,7 +124,7 @@ class DeepLabLargeFOV(nn.Module):
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters, head parameters) for the 1x / 10x learning rates.
 
-        The whole head (fc6-fc8) is new on a ResNet, so all of it takes the 10x rate.
+        The whole head (fc6-fc8) is new on the backbone, so all of it takes the 10x rate.
         Frozen parameters (``requires_grad=False``) are in neither list.
         """
         return _split_parameters(self.backbone, [self.head])
@@ -228,7 +228,7 @@ class DeepLabV3Plus(nn.Module):
     """DeepLab-v3+: :class:`ASPP` on block4 and a :class:`Decoder` at block1's resolution.
 
     Args:
-        backbone: a :class:`~rpnet.models.backbones.ResNet` at output stride 8 or 16.
+        backbone: a :class:`~rpnet.models.backbones.Backbone` at output stride 8 or 16.
         num_classes: the number of classes, background included.
         atrous_rates: the ASPP rates; None takes (6, 12, 18) scaled to the backbone's
             output stride (:func:`aspp_rates`).
@@ -237,7 +237,7 @@ class DeepLabV3Plus(nn.Module):
         logit_stride: 4, the stride of :meth:`forward_logits`' output (block1's).
     """
 
-    def __init__(self, backbone: ResNet, num_classes: int, atrous_rates: tuple[int, ...] | None = None) -> None:
+    def __init__(self, backbone: Backbone, num_classes: int, atrous_rates: tuple[int, ...] | None = None) -> None:
         super().__init__()
         if atrous_rates is None:
             atrous_rates = aspp_rates(backbone.output_stride)
@@ -268,7 +268,7 @@ class DeepLabV3Plus(nn.Module):
 
 # ---------------------------------------------------------------------------- lookup
 
-SEGMENTATION_MODELS: dict[str, Callable[[ResNet, int], nn.Module]] = {
+SEGMENTATION_MODELS: dict[str, Callable[[Backbone, int], nn.Module]] = {
     "deeplab_largefov": DeepLabLargeFOV,
     "deeplabv3plus": DeepLabV3Plus,
 }

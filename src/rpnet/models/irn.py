@@ -1,6 +1,6 @@
 """The inter-pixel relation network, IRNet (Ahn et al., CVPR 2019; docs/method.md stage 5).
 
-Two small branches on a (by default frozen) ResNet backbone, both at 1/4 of the input:
+Two small branches on a (by default frozen) backbone, both at 1/4 of the input:
 
 - class boundary: every level (stem, block1..block4) reduced by 1x1 conv + GroupNorm + ReLU
   to :data:`EDGE_WIDTH` channels, upsampled to stride 4, concatenated, and a 1x1 conv to one
@@ -22,10 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.random_walk import WALK_STRIDE  # both outputs are at the walk's stride, the stem's and block1's
-from .backbones import DILATE_FOR_OUTPUT_STRIDE, STEM_CHANNELS
-
-LEVELS = ("stem", "block1", "block2", "block3", "block4")
+from .backbones import LEVELS, Backbone, level_strides
+from .backbones.base import STEM_STRIDE  # both outputs are at the stem's (and block1's) stride, the walk's
 
 EDGE_WIDTH = 32  # IRN: every level reduced to 32 channels for the boundary branch
 EDGE_GROUPS = 4  # GroupNorm groups of the boundary branch
@@ -58,16 +56,6 @@ def _upsample_to(x: Tensor, factor: int, size: tuple[int, int]) -> Tensor:
     return x[..., :size[0], :size[1]]
 
 
-def level_strides(output_stride: int) -> dict[str, int]:
-    """The stride of each level of a backbone of the given output stride, e.g. 16 -> block3 16, block4 16."""
-    strides = {"stem": WALK_STRIDE, "block1": WALK_STRIDE}
-    stride = WALK_STRIDE
-    for level, dilated in zip(LEVELS[2:], DILATE_FOR_OUTPUT_STRIDE[output_stride]):
-        stride = stride if dilated else 2 * stride
-        strides[level] = stride
-    return strides
-
-
 class IRNOutput(NamedTuple):
     """What :meth:`IRNet.forward` returns, both at ceil(H/4) x ceil(W/4)."""
 
@@ -84,10 +72,11 @@ class IRNParameterGroups(NamedTuple):
 
 
 class IRNet(nn.Module):
-    """Class-boundary and displacement branches on a ResNet from :mod:`rpnet.models.backbones`.
+    """Class-boundary and displacement branches on a :class:`~rpnet.models.backbones.Backbone`.
 
     Args:
-        backbone: a ResNet (``stem``, ``layer1``..``layer4``, ``channels``, ``output_stride``).
+        backbone: any registered backbone; IRN reads its five levels (``forward_features``),
+            their ``channels`` and its ``output_stride``.
         freeze_backbone: IRN's setting: the backbone gets no gradients, runs without autograd
             and stays in eval mode under ``train()``; only the branches learn.
         boundary_prior: the boundary probability the untrained boundary branch gives every pixel
@@ -99,14 +88,14 @@ class IRNet(nn.Module):
             MeanShift); the training stage sets it to the mean field over training images.
     """
 
-    def __init__(self, backbone: nn.Module, freeze_backbone: bool = True, boundary_prior: float | None = None) -> None:
+    def __init__(self, backbone: Backbone, freeze_backbone: bool = True, boundary_prior: float | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
             for param in backbone.parameters():
                 param.requires_grad_(False)
-        channels = {"stem": STEM_CHANNELS, **backbone.channels}
+        channels = backbone.channels
         self.strides = level_strides(backbone.output_stride)
 
         self.edge_reduce = nn.ModuleDict({lv: _reduce(channels[lv], EDGE_WIDTH, EDGE_GROUPS) for lv in LEVELS})
@@ -137,14 +126,8 @@ class IRNet(nn.Module):
 
     def level_features(self, x: Tensor) -> dict[str, Tensor]:
         """The five levels the branches read: x (B, 3, H, W) -> {level: (B, C, H/s, W/s)}."""
-        b = self.backbone
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
-            stem = b.stem(x)
-            block1 = b.layer1(stem)
-            block2 = b.layer2(block1)
-            block3 = b.layer3(block2)
-            block4 = b.layer4(block3)
-        return {"stem": stem, "block1": block1, "block2": block2, "block3": block3, "block4": block4}
+            return self.backbone.forward_features(x)._asdict()
 
     def forward(self, x: Tensor) -> IRNOutput:
         """x (B, 3, H, W) normalised images -> :class:`IRNOutput` at (ceil(H/4), ceil(W/4))."""
@@ -152,7 +135,7 @@ class IRNet(nn.Module):
         size = feats["stem"].shape[-2:]
 
         edges = [
-            _upsample_to(self.edge_reduce[lv](feats[lv]), self.strides[lv] // WALK_STRIDE, size) for lv in LEVELS
+            _upsample_to(self.edge_reduce[lv](feats[lv]), self.strides[lv] // STEM_STRIDE, size) for lv in LEVELS
         ]
         edge = self.edge_out(torch.cat(edges, dim=1))
 
@@ -162,7 +145,7 @@ class IRNet(nn.Module):
             _upsample_to(self.disp_reduce[lv](feats[lv]), self.strides[lv] // mid_stride, mid_size)
             for lv in LEVELS[2:]
         ]
-        deep = _upsample_to(self.disp_fuse_deep(torch.cat(deep, dim=1)), mid_stride // WALK_STRIDE, size)
+        deep = _upsample_to(self.disp_fuse_deep(torch.cat(deep, dim=1)), mid_stride // STEM_STRIDE, size)
         shallow = [self.disp_reduce[lv](feats[lv]) for lv in LEVELS[:2]]
         displacement = self.disp_out(self.disp_fuse(torch.cat([*shallow, deep], dim=1)))
         if not self.training:
@@ -186,7 +169,7 @@ class IRNet(nn.Module):
         if pad_to is not None:
             x = F.pad(x, (0, max(pad_to - width, 0), 0, max(pad_to - height, 0)))
         out = self(x)
-        h, w = -(-height // WALK_STRIDE), -(-width // WALK_STRIDE)
+        h, w = -(-height // STEM_STRIDE), -(-width // STEM_STRIDE)
         logits = out.edge[..., :h, :w]
         if flip:
             logits = (logits[:1] + logits[1:].flip(-1)) / 2

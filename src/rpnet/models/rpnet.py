@@ -55,7 +55,7 @@ class ClassifierOutput(NamedTuple):
 class RPNetClassifier(nn.Module):
     """Backbone + (optional) region prototype module + one shared bias-free 1x1 classifier.
 
-    ``backbone`` is a ResNet from :mod:`rpnet.models.backbones` (block outputs via its layers).
+    ``backbone`` is a :class:`~rpnet.models.backbones.Backbone` (block outputs via ``forward_features``).
     ``detach_block2`` keeps IRN's choice of no gradient into block1-2.
     """
 
@@ -86,14 +86,8 @@ class RPNetClassifier(nn.Module):
 
     def block_features(self, x: Tensor) -> dict[str, Tensor]:
         """f_1..f_4 of the backbone; block2 detached when ``detach_block2`` (IRN's CAM net)."""
-        b = self.backbone
-        f1 = b.layer1(b.stem(x))
-        f2 = b.layer2(f1)
-        if self.detach_block2:
-            f2 = f2.detach()
-        f3 = b.layer3(f2)
-        f4 = b.layer4(f3)
-        return {"block1": f1, "block2": f2, "block3": f3, "block4": f4}
+        f = self.backbone.forward_features(x, detach=("block2",) if self.detach_block2 else ())
+        return {"block1": f.block1, "block2": f.block2, "block3": f.block3, "block4": f.block4}
 
     def classify(self, features: Tensor) -> Tensor:
         """Eq. 11's classifier: conv1x1(GAP(f)) -> (B, C)."""

@@ -1,4 +1,4 @@
-"""ResNet backbones (ResNet, ResNeXt, Wide-ResNet) with torchvision's parameter names.
+"""The ResNet family (ResNet, ResNeXt, Wide-ResNet) with torchvision's parameter names.
 
 The modules are named exactly as in torchvision's ``models/resnet.py`` (which timm's
 plain ResNets share): ``conv1``, ``bn1``, ``layer1``..``layer4`` of ``BasicBlock`` /
@@ -6,29 +6,29 @@ plain ResNets share): ``conv1``, ``bn1``, ``layer1``..``layer4`` of ``BasicBlock
 so ImageNet checkpoints from either library load key for key. Bottleneck puts its
 stride on the 3x3 conv (torchvision's "v1.5"), as the published weights expect.
 
-A backbone returns the four block outputs (``block1``..``block4`` = ``layer1``..``layer4``)
-as a :class:`BackboneFeatures`; the classifier head ``fc`` exists only so that
-ImageNet weights load with their own keys and is dropped by :func:`build_backbone`.
+The levels of the backbone seam (:mod:`rpnet.models.backbones.base`) are the stem
+(conv1-bn1-relu-maxpool, 64 channels at stride 4) and ``layer1``..``layer4`` as
+``block1``..``block4``; the classifier head ``fc`` exists only so that ImageNet weights
+load with their own keys and is dropped by :func:`~rpnet.models.backbones.build_backbone`.
 """
 
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rpnet.errors import ConfigError
-from rpnet.models.weights import load_backbone_weights
+
+from .base import IMAGENET_CLASSES, LEVELS, Backbone, check_norm, register_backbone
 
 NormLayer = Callable[[int], nn.Module]
 
 STEM_CHANNELS = 64
 STAGE_PLANES = (64, 128, 256, 512)  # planes of layer1..layer4 before block expansion
 BASE_WIDTH = 64  # the width_per_group at which a Bottleneck has no extra width
-IMAGENET_CLASSES = 1000
 
 # Which of layer2, layer3, layer4 trade their stride of 2 for a dilation (torchvision's
 # replace_stride_with_dilation), per output stride of block4.
@@ -37,19 +37,6 @@ DILATE_FOR_OUTPUT_STRIDE: dict[int, tuple[bool, bool, bool]] = {
     16: (False, False, True),
     8: (False, True, True),
 }
-
-
-class BackboneFeatures(NamedTuple):
-    """The outputs of layer1..layer4, each (B, C_n, H_n, W_n).
-
-    With an input of (B, 3, H, W): block1 is at H/4, block2 at H/8, block3 at H/16
-    (H/8 at output stride 8) and block4 at H/output_stride.
-    """
-
-    block1: Tensor
-    block2: Tensor
-    block3: Tensor
-    block4: Tensor
 
 
 class FrozenBatchNorm2d(nn.BatchNorm2d):
@@ -150,8 +137,8 @@ class Bottleneck(nn.Module):
 Block = type[BasicBlock] | type[Bottleneck]
 
 
-class ResNet(nn.Module):
-    """A ResNet whose ``forward`` returns the four block outputs (:class:`BackboneFeatures`).
+class ResNet(Backbone):
+    """A ResNet as a :class:`~rpnet.models.backbones.base.Backbone`: stem and layer1..layer4.
 
     Args:
         block: BasicBlock or Bottleneck.
@@ -165,9 +152,11 @@ class ResNet(nn.Module):
             :class:`FrozenBatchNorm2d` (docs/method.md: conv1 and bn1 frozen).
 
     Attributes:
-        channels: the channel count of each block, e.g. {"block1": 256, ...}.
+        channels: the channel count of each level, e.g. {"stem": 64, "block1": 256, ...}.
         output_stride: the input size over block4's size.
     """
+
+    head_prefixes = ("fc.",)
 
     def __init__(self, block: Block, layers: tuple[int, int, int, int], *,
                  num_classes: int | None = IMAGENET_CLASSES, groups: int = 1,
@@ -197,7 +186,8 @@ class ResNet(nn.Module):
         # Not annotated: TorchScript infers dict[str, int] from the value
         # and warns about annotated instance attributes.
         self.channels = {
-            name: planes * block.expansion for name, planes in zip(BackboneFeatures._fields, STAGE_PLANES)
+            "stem": STEM_CHANNELS,
+            **{name: planes * block.expansion for name, planes in zip(LEVELS[1:], STAGE_PLANES)},
         }
         self.fc = None if num_classes is None else nn.Linear(self.channels["block4"], num_classes)
 
@@ -247,98 +237,62 @@ class ResNet(nn.Module):
         """conv1-bn1-relu-maxpool: (B, 3, H, W) -> (B, 64, H/4, W/4), the input of layer1."""
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
-    def forward_features(self, x: Tensor) -> BackboneFeatures:
-        """(B, 3, H, W) image batch -> the outputs of layer1..layer4 (see BackboneFeatures)."""
-        block1 = self.layer1(self.stem(x))
-        block2 = self.layer2(block1)
-        block3 = self.layer3(block2)
-        block4 = self.layer4(block3)
-        return BackboneFeatures(block1, block2, block3, block4)
-
-    def forward(self, x: Tensor) -> BackboneFeatures:
-        """Same as :meth:`forward_features`; the head ``fc`` is never applied."""
-        return self.forward_features(x)
+    def levels(self) -> tuple[Callable[[Tensor], Tensor], ...]:
+        """stem, layer1, layer2, layer3, layer4."""
+        return (self.stem, self.layer1, self.layer2, self.layer3, self.layer4)
 
 
-def resnet18(**kwargs: Any) -> ResNet:
-    """ResNet-18: BasicBlocks (2, 2, 2, 2). Keyword arguments go to :class:`ResNet`."""
-    return ResNet(BasicBlock, (2, 2, 2, 2), **kwargs)
+NORM_LAYERS: dict[str, NormLayer] = {"bn": nn.BatchNorm2d, "frozen": FrozenBatchNorm2d}
 
 
-def resnet34(**kwargs: Any) -> ResNet:
-    """ResNet-34: BasicBlocks (3, 4, 6, 3). Keyword arguments go to :class:`ResNet`."""
-    return ResNet(BasicBlock, (3, 4, 6, 3), **kwargs)
+def _resnet(block: Block, layers: tuple[int, int, int, int], norm: str, **kwargs: Any) -> ResNet:
+    check_norm(norm)
+    return ResNet(block, layers, norm_layer=NORM_LAYERS[norm], **kwargs)
 
 
-def resnet50(**kwargs: Any) -> ResNet:
-    """ResNet-50: Bottlenecks (3, 4, 6, 3). Keyword arguments go to :class:`ResNet`."""
-    return ResNet(Bottleneck, (3, 4, 6, 3), **kwargs)
+@register_backbone("resnet18")
+def resnet18(*, norm: str = "bn", **kwargs: Any) -> ResNet:
+    """ResNet-18: BasicBlocks (2, 2, 2, 2). Other keyword arguments go to :class:`ResNet`."""
+    return _resnet(BasicBlock, (2, 2, 2, 2), norm, **kwargs)
 
 
-def resnet101(**kwargs: Any) -> ResNet:
-    """ResNet-101: Bottlenecks (3, 4, 23, 3). Keyword arguments go to :class:`ResNet`."""
-    return ResNet(Bottleneck, (3, 4, 23, 3), **kwargs)
+@register_backbone("resnet34")
+def resnet34(*, norm: str = "bn", **kwargs: Any) -> ResNet:
+    """ResNet-34: BasicBlocks (3, 4, 6, 3). Other keyword arguments go to :class:`ResNet`."""
+    return _resnet(BasicBlock, (3, 4, 6, 3), norm, **kwargs)
 
 
-def resnext50_32x4d(**kwargs: Any) -> ResNet:
+@register_backbone("resnet50")
+def resnet50(*, norm: str = "bn", **kwargs: Any) -> ResNet:
+    """ResNet-50: Bottlenecks (3, 4, 6, 3). Other keyword arguments go to :class:`ResNet`."""
+    return _resnet(Bottleneck, (3, 4, 6, 3), norm, **kwargs)
+
+
+@register_backbone("resnet101")
+def resnet101(*, norm: str = "bn", **kwargs: Any) -> ResNet:
+    """ResNet-101: Bottlenecks (3, 4, 23, 3). Other keyword arguments go to :class:`ResNet`."""
+    return _resnet(Bottleneck, (3, 4, 23, 3), norm, **kwargs)
+
+
+@register_backbone("resnext50_32x4d")
+def resnext50_32x4d(*, norm: str = "bn", **kwargs: Any) -> ResNet:
     """ResNeXt-50 32x4d: ResNet-50 with 32 groups of width 4 in each 3x3 conv."""
-    return ResNet(Bottleneck, (3, 4, 6, 3), groups=32, width_per_group=4, **kwargs)
+    return _resnet(Bottleneck, (3, 4, 6, 3), norm, groups=32, width_per_group=4, **kwargs)
 
 
-def resnext101_32x8d(**kwargs: Any) -> ResNet:
+@register_backbone("resnext101_32x8d")
+def resnext101_32x8d(*, norm: str = "bn", **kwargs: Any) -> ResNet:
     """ResNeXt-101 32x8d: ResNet-101 with 32 groups of width 8 in each 3x3 conv."""
-    return ResNet(Bottleneck, (3, 4, 23, 3), groups=32, width_per_group=8, **kwargs)
+    return _resnet(Bottleneck, (3, 4, 23, 3), norm, groups=32, width_per_group=8, **kwargs)
 
 
-def wide_resnet50_2(**kwargs: Any) -> ResNet:
+@register_backbone("wide_resnet50_2")
+def wide_resnet50_2(*, norm: str = "bn", **kwargs: Any) -> ResNet:
     """Wide-ResNet-50-2: ResNet-50 with every bottleneck's inner width doubled."""
-    return ResNet(Bottleneck, (3, 4, 6, 3), width_per_group=2 * BASE_WIDTH, **kwargs)
+    return _resnet(Bottleneck, (3, 4, 6, 3), norm, width_per_group=2 * BASE_WIDTH, **kwargs)
 
 
-def wide_resnet101_2(**kwargs: Any) -> ResNet:
+@register_backbone("wide_resnet101_2")
+def wide_resnet101_2(*, norm: str = "bn", **kwargs: Any) -> ResNet:
     """Wide-ResNet-101-2: ResNet-101 with every bottleneck's inner width doubled."""
-    return ResNet(Bottleneck, (3, 4, 23, 3), width_per_group=2 * BASE_WIDTH, **kwargs)
-
-
-BACKBONES: dict[str, Callable[..., ResNet]] = {
-    "resnet18": resnet18,
-    "resnet34": resnet34,
-    "resnet50": resnet50,
-    "resnet101": resnet101,
-    "resnext50_32x4d": resnext50_32x4d,
-    "resnext101_32x8d": resnext101_32x8d,
-    "wide_resnet50_2": wide_resnet50_2,
-    "wide_resnet101_2": wide_resnet101_2,
-}
-
-NORMS: dict[str, NormLayer] = {"bn": nn.BatchNorm2d, "frozen": FrozenBatchNorm2d}
-
-
-def build_backbone(name: str, *, output_stride: int = 16, norm: str = "bn",
-                   freeze_stem: bool = False, pretrained: str | Path | None = None) -> ResNet:
-    """A headless backbone by name, optionally with ImageNet weights from a file.
-
-    Args:
-        name: a key of :data:`BACKBONES`.
-        output_stride: 32, 16 or 8 (block4 at H/output_stride).
-        norm: "bn" (ordinary batch norm) or "frozen" (:class:`FrozenBatchNorm2d`,
-            running statistics only).
-        freeze_stem: freeze conv1 and bn1 (no gradients, running statistics).
-            docs/method.md's classifier uses freeze_stem=True, with norm="frozen" when
-            pretrained weights are loaded and "bn" when training from scratch.
-        pretrained: a .pth/.pt/.safetensors state dict in torchvision's key names; its
-            ``fc.*`` entries are ignored. Any other missing, unexpected or misshapen
-            key is a ConfigError.
-
-    Returns:
-        a :class:`ResNet` with ``fc`` None, whose forward gives :class:`BackboneFeatures`.
-    """
-    if name not in BACKBONES:
-        raise ConfigError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
-    if norm not in NORMS:
-        raise ConfigError(f"unknown norm {norm!r}; choose from {sorted(NORMS)}")
-    model = BACKBONES[name](num_classes=None, output_stride=output_stride,
-                            norm_layer=NORMS[norm], freeze_stem=freeze_stem)
-    if pretrained is not None:
-        load_backbone_weights(model, pretrained)
-    return model
+    return _resnet(Bottleneck, (3, 4, 23, 3), norm, width_per_group=2 * BASE_WIDTH, **kwargs)
