@@ -8,10 +8,18 @@ from rpnet.models.backbones import build_backbone
 from rpnet.models.rpnet import PrototypeSettings, RPNetClassifier
 
 
+# The paper's reading, written out: PrototypeSettings has no defaults of its own (ModelConfig is their home).
+PAPER = dict(
+    levels=("block2", "block4"), group_size=2, alpha=0.3, beta=0.5, sigma=3.0, embed_dim=256, compare="last_level",
+    activation_norm="channel", prototype_masks="thinned", prototype_source="embedding", foreground_gain=1.0,
+    gaussian_window="3sigma_replicate", reduce_dim=0, non_local=False, role_heads=False, ls_target_scales=(1.0,),
+)
+
+
 def make(prototypes, seed=0, **kw):
     torch.manual_seed(seed)
     backbone = build_backbone("resnet18", output_stride=16)
-    settings = PrototypeSettings(**kw) if prototypes else None
+    settings = PrototypeSettings(**{**PAPER, **kw}) if prototypes else None
     return RPNetClassifier(backbone, num_classes=3, prototypes=settings)
 
 

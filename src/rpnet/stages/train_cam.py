@@ -50,13 +50,7 @@ def build_classifier(model: ModelConfig, num_classes: int, *, load_pretrained: b
         model.backbone, output_stride=model.output_stride, norm="frozen" if frozen_bn else "bn",
         freeze_stem=frozen_stem, pretrained=model.pretrained if load_pretrained else None,
     )
-    settings = None
-    if model.prototypes:
-        settings = PrototypeSettings(
-            levels=model.prototype_levels, group_size=model.group_size, alpha=model.alpha, beta=model.beta,
-            sigma=model.sigma if model.gaussian else None, embed_dim=model.embed_dim, compare=model.compare,
-            activation_norm=model.activation_norm,
-        )
+    settings = PrototypeSettings.from_config(model) if model.prototypes else None
     return RPNetClassifier(backbone, num_classes, settings, detach_block2=detach_block2)
 
 
@@ -138,7 +132,8 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
         out = model(images)
         loss = classifier_loss(
             out, tags, classifier_weight(), lambda_s=cfg.model.lambda_s, ls_mode=cfg.model.ls_mode,
-            ls_detach_enhanced=cfg.model.ls_detach_enhanced, lc_on_original=cfg.model.lc_on_original,
+            ls_detach_enhanced=cfg.model.ls_detach_enhanced, lc_on_original=cfg.model.resolve("lc_on_original"),
+            lc_on_enhanced=cfg.model.resolve("lc_on_enhanced"),
         )
         return {"loss": loss.total, "l_c": loss.cls, "l_s": loss.consistency}
 
