@@ -120,3 +120,38 @@ def test_segmentation_sections_defaults_and_checks():
         load_config(None, ["train_seg.labels=crf"])
     with pytest.raises(ConfigError, match="resnet50"):
         load_config(None, ["train_seg.backbone=resnet9"])
+
+
+def test_variant_keys_take_the_variants_values_unless_given():
+    from dataclasses import fields
+
+    from rpnet.config import VARIANT_DEFAULTS, ModelConfig
+
+    assert set(VARIANT_DEFAULTS["paper"]) == set(VARIANT_DEFAULTS["released"])
+    defaults = {f.name: f.default for f in fields(ModelConfig)}
+    assert all(defaults[key] is None for key in VARIANT_DEFAULTS["paper"])  # null: the variant decides
+    paper, released = ModelConfig(), ModelConfig(variant="released")
+    assert paper.variant == "paper"
+    for key in VARIANT_DEFAULTS["paper"]:
+        assert paper.resolve(key) == VARIANT_DEFAULTS["paper"][key]
+        assert released.resolve(key) == VARIANT_DEFAULTS["released"][key]
+    assert (released.resolve("foreground_gain"), released.resolve("reduce_dim")) == (1.3, 512)
+    mixed = ModelConfig(variant="released", foreground_gain=1.0, lc_on_enhanced=True)  # a given value wins
+    assert (mixed.resolve("foreground_gain"), mixed.resolve("lc_on_enhanced"), mixed.resolve("lc_on_original")) == (
+        1.0, True, True)
+    cfg = load_config(None, ["model.variant=released", "model.reduce_dim=0"])
+    assert cfg.model.resolve("reduce_dim") == 0 and cfg.model.resolve("non_local") is True
+    switched = with_overrides(load_config(None), model={"variant": "released"})  # nulls stay nulls
+    assert switched.model.resolve("compare") == "same_level"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.variant=released_code", "variant"),
+    ("model.lc_on_original=false", "L_c would train nothing"),  # with the released L_c off the enhanced branch
+    ("model.ls_target_scales=[0.5, 2.0]", "must hold 1.0"),
+    ("model.compare=last_level", "same_level"),
+    ("model.reduce_dim=-1", "reduce_dim"),
+])
+def test_released_variant_keys_are_checked(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["model.variant=released", override])

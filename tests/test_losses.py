@@ -1,8 +1,11 @@
 import math
 
+import pytest
 import torch
 
-from rpnet.losses import cam_consistency_loss, classifier_loss, feature_consistency_loss, multilabel_loss
+from rpnet.losses import (
+    cam_consistency_loss, cam_map_consistency_loss, classifier_loss, feature_consistency_loss, multilabel_loss,
+)
 from rpnet.models.rpnet import ClassifierOutput
 
 
@@ -74,3 +77,21 @@ def test_segmentation_loss_of_an_all_ignored_batch_is_zero_not_nan():
     assert loss.item() == 0.0
     loss.backward()
     assert torch.all(logits.grad == 0)
+
+
+def test_classifier_loss_lc_branches_and_cams_given_by_the_model():
+    tags = torch.tensor([[1.0, 0.0]])
+    f = torch.rand(1, 2, 2, 2)
+    rp = ClassifierOutput(logits=torch.tensor([[5.0, 5.0]]), features=f,
+                          logits_enhanced=torch.tensor([[1.0, -1.0]]), features_enhanced=f * 0.5)
+    w = torch.randn(2, 2, 1, 1)
+    original_only = classifier_loss(rp, tags, w, lc_on_original=True, lc_on_enhanced=False)
+    torch.testing.assert_close(original_only.cls, multilabel_loss(rp.logits, tags))  # the released code's L_c
+    with pytest.raises(ValueError, match="branch"):
+        classifier_loss(rp, tags, w, lc_on_original=False, lc_on_enhanced=False)
+    # CAMs from the model win over the classifier weight: [1, 2] vs [1, 0] on one class, tagged;
+    # max-normalised [0.5, 1] and [1, 0] -> squared differences 0.25, 1 -> mean 0.625
+    given = rp._replace(cams=torch.tensor([[[[1.0, 2.0]]]]), cams_enhanced=torch.tensor([[[[1.0, 0.0]]]]))
+    loss = classifier_loss(given, torch.ones(1, 1), w)
+    assert abs(loss.consistency.item() - 0.625) < 1e-4
+    assert abs(cam_map_consistency_loss(given.cams, given.cams_enhanced, torch.ones(1, 1)).item() - 0.625) < 1e-4

@@ -117,16 +117,35 @@ class ModelConfig:
     gaussian: bool = True  # Table VI: the filter on or off
     embed_dim: PositiveInt = 256  # eq. 3 embedding channels D
     lambda_s: NonNegativeFloat = 10.0  # eq. 11
-    compare: Literal["last_level", "same_level"] = "last_level"  # eq. 7 reading
     ls_mode: Literal["cam", "feature"] = "cam"  # eq. 13 on CAMs (default) or on features
     ls_detach_enhanced: bool = False  # stop the gradient through the enhanced branch in L_s
-    lc_on_original: bool = False  # also apply L_c to the original branch
     cam_source: Literal["original", "enhanced"] = "original"  # which branch make-cam uses
     # IRN: no gradient into block1-2 of the CAM branch. None: detached when pretrained weights are loaded;
     # from scratch, a detached block1-2 would stay random (it gets no gradient from anywhere else).
     detach_block2: bool | None = None
     freeze_bn: bool | None = None  # None: frozen (running statistics) when pretrained weights are loaded
     freeze_stem: bool | None = None  # conv1/bn1 frozen; None: when pretrained (a random stem is not worth keeping)
+    # Which reading of the method: the paper's text or the authors' released code (docs/method.md, "The
+    # released code's reading"). Each key below left null takes the variant's value (VARIANT_DEFAULTS, read
+    # with resolve()); a value given explicitly wins, so the two readings can be mixed key by key.
+    variant: Literal["paper", "released"] = "paper"
+    compare: Literal["last_level", "same_level"] | None = None  # eq. 7: prototypes vs O_N or vs their own level
+    lc_on_original: bool | None = None  # eq. 12's L_c on the original branch
+    lc_on_enhanced: bool | None = None  # eq. 12's L_c on the enhanced branch
+    # eq. 13's enhanced side: relu CAMs of f'_N averaged over these input scales (1.0 keeps its gradient)
+    ls_target_scales: Annotated[tuple[PositiveFloat, ...], NonEmpty()] | None = None
+    foreground_gain: PositiveFloat | None = None  # eq. 9: F / max F is multiplied by this before the Gaussian
+    prototype_masks: Literal["thinned", "full_and_thinned"] | None = None  # eq. 5-6: M * Z only, or M and M * Z
+    prototype_source: Literal["embedding", "features"] | None = None  # eq. 3-6: O_n and O'_n, or the features
+    gaussian_window: Literal["3sigma_replicate", "5x5_zeros"] | None = None  # eq. 9's filter support and border
+    reduce_dim: Count | None = None  # a 1x1 conv (no ReLU) of block4 to this many channels first; 0: none
+    non_local: bool | None = None  # a non-local block on each branch before the classifier
+    role_heads: bool | None = None  # each position in a group has its own classifier (and non-local blocks)
+
+    def resolve(self, key: str) -> Any:
+        """The value of a key of :data:`VARIANT_DEFAULTS`: the one given, or the variant's when it is null."""
+        value = getattr(self, key)
+        return VARIANT_DEFAULTS[self.variant][key] if value is None else value
 
     def __post_init__(self) -> None:
         from .models.backbones import BACKBONES  # here, so that reading a config is checked before any work
@@ -143,6 +162,32 @@ class ModelConfig:
             raise ConfigError(f"model.group_size must be 1..4, got {self.group_size}")
         if not 0.0 < self.beta <= 1.0:
             raise ConfigError(f"model.beta must be in (0, 1], got {self.beta}")
+        if not (self.resolve("lc_on_original") or self.resolve("lc_on_enhanced")):
+            raise ConfigError("model.lc_on_original and model.lc_on_enhanced are both false: L_c would train nothing")
+        if 1.0 not in self.resolve("ls_target_scales"):
+            raise ConfigError(f"model.ls_target_scales must hold 1.0 (the scale L_s trains through), "
+                              f"got {list(self.resolve('ls_target_scales'))}")
+        if (self.resolve("prototype_source") == "features" and self.resolve("compare") == "last_level"
+                and self.prototype_levels != ("block4",)):
+            raise ConfigError("model.prototype_source: features compares each level's prototypes with that level's "
+                              "own features; set model.compare: same_level (or prototype_levels: [block4])")
+
+
+# The values of ModelConfig's variant keys under each reading (docs/method.md, "The released code's
+# reading"): "paper" is the paper's text, "released" the authors' released training code.
+VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "compare": "last_level", "lc_on_original": False, "lc_on_enhanced": True, "ls_target_scales": (1.0,),
+        "foreground_gain": 1.0, "prototype_masks": "thinned", "prototype_source": "embedding",
+        "gaussian_window": "3sigma_replicate", "reduce_dim": 0, "non_local": False, "role_heads": False,
+    },
+    "released": {
+        "compare": "same_level", "lc_on_original": True, "lc_on_enhanced": False,
+        "ls_target_scales": (1.0, 0.5, 1.5, 2.0), "foreground_gain": 1.3, "prototype_masks": "full_and_thinned",
+        "prototype_source": "features", "gaussian_window": "5x5_zeros", "reduce_dim": 512, "non_local": True,
+        "role_heads": True,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -572,6 +617,7 @@ __all__ = [
     "EvalSegConfig",
     "EngineConfig",
     "PROTOTYPE_LEVELS",
+    "VARIANT_DEFAULTS",
     "AUTO",
     "Threshold",
     "load_config",

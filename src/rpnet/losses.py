@@ -37,6 +37,15 @@ def cam_consistency_loss(features: Tensor, features_enhanced: Tensor, weight: Te
     return (cam - cam_enh).pow(2).mean()
 
 
+def cam_map_consistency_loss(cams: Tensor, cams_enhanced: Tensor, tags: Tensor) -> Tensor:
+    """Eq. 13 on CAMs given directly: mean of (tag_masked(max_normalize(a)) - the same of b)^2.
+
+    cams, cams_enhanced (B, C, h, w) relu CAMs of the two branches (each image by its own classifier,
+    the enhanced side possibly a multi-scale mean), tags (B, C).
+    """
+    return (tag_masked(max_normalize(cams), tags) - tag_masked(max_normalize(cams_enhanced), tags)).pow(2).mean()
+
+
 def feature_consistency_loss(features: Tensor, features_enhanced: Tensor) -> Tensor:
     """Eq. 13 as printed: sum over the H*W positions of ||f'_N - f_N||^2, mean over images."""
     return (features_enhanced - features).pow(2).sum(dim=(1, 2, 3)).mean()
@@ -57,17 +66,33 @@ def classifier_loss(
     ls_mode: str = "cam",
     ls_detach_enhanced: bool = False,
     lc_on_original: bool = False,
+    lc_on_enhanced: bool = True,
 ) -> ClassifierLoss:
     """Eq. 11: L = L_c + lambda L_s for a :class:`~rpnet.models.rpnet.ClassifierOutput`.
 
-    The baseline (no enhanced branch) gets L_c on its logits and L_s = 0.
+    The baseline (no enhanced branch) gets L_c on its logits and L_s = 0. L_c (eq. 12) is the sum of
+    the terms of the branches chosen: the enhanced one (``lc_on_enhanced``, the paper) and/or the
+    original one (``lc_on_original``, the released code). Each term is a mean over the batch's images.
+
+    When the model gives its own CAMs (``out.cams``, ``out.cams_enhanced``: role heads or a
+    multi-scale target, docs/method.md "The released code's reading") L_s compares those; then
+    ``ls_detach_enhanced`` detaches the enhanced CAMs.
     """
     if out.logits_enhanced is None:
         lc = multilabel_loss(out.logits, tags)
         return ClassifierLoss(lc, lc, torch.zeros((), device=lc.device))
-    lc = multilabel_loss(out.logits_enhanced, tags)
+    if not (lc_on_original or lc_on_enhanced):
+        raise ValueError("L_c needs a branch: lc_on_original and lc_on_enhanced are both false")
+    terms = []
+    if lc_on_enhanced:
+        terms.append(multilabel_loss(out.logits_enhanced, tags))
     if lc_on_original:
-        lc = lc + multilabel_loss(out.logits, tags)
+        terms.append(multilabel_loss(out.logits, tags))
+    lc = terms[0] if len(terms) == 1 else terms[0] + terms[1]
+    if ls_mode == "cam" and getattr(out, "cams", None) is not None:
+        target = out.cams_enhanced.detach() if ls_detach_enhanced else out.cams_enhanced
+        ls = cam_map_consistency_loss(out.cams, target, tags)
+        return ClassifierLoss(lc + lambda_s * ls, lc, ls)
     enhanced = out.features_enhanced.detach() if ls_detach_enhanced else out.features_enhanced
     if ls_mode == "cam":
         ls = cam_consistency_loss(out.features, enhanced, classifier_weight, tags)

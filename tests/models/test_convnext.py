@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rpnet.config import load_config
+from rpnet.config import ModelConfig, load_config
 from rpnet.errors import ConfigError
 from rpnet.models.backbones import BACKBONES, BackboneFeatures, build_backbone
 from rpnet.models.backbones.convnext import ConvNeXt, ConvNeXtBlock, LayerNorm2d
@@ -229,7 +229,7 @@ def test_foreign_keys_and_shapes_are_refused_with_the_keys_listed(tmp_path):
 
 
 def test_classifier_forward_backward_detaches_block2():
-    model = RPNetClassifier(tiny(16), num_classes=3, prototypes=PrototypeSettings(embed_dim=8)).train()
+    model = RPNetClassifier(tiny(16), num_classes=3, prototypes=PrototypeSettings.from_config(ModelConfig(embed_dim=8))).train()
     out = model(torch.randn(2, 3, SIZE, SIZE), group_size=2)
     assert out.logits.shape == out.logits_enhanced.shape == (2, 3)
     assert out.features.shape == (2, 32, 4, 4)

@@ -135,3 +135,49 @@ def test_global_normalisation_divides_by_the_single_peak():
     torch.testing.assert_close(a, torch.tensor([[[[0.25, 0.5]], [[1.0, 0.0]]]]))
     # the confidence (eq. 4) is then a fraction of the image's peak: 0.5 < alpha=0.6 at the right position
     assert P.prototype_mask(P.confidence_map(a), 0.6, None).flatten().tolist() == [1.0, 0.0]
+
+
+# --------------------------------------------------------------------------- the released code's reading
+
+
+def test_feature_confident_mask_any_channel_at_alpha_of_its_own_peak():
+    # ch0 [1, 2, 4] / 4 = [0.25, 0.5, 1]; ch1 [0.5, 2, 2] / 2 = [0.25, 1, 1]; >= 0.3 in any channel: [0, 1, 1]
+    f = torch.tensor([[[[1.0, 2.0, 4.0]], [[0.5, 2.0, 2.0]]]])  # (1, 2, 1, 3)
+    torch.testing.assert_close(P.feature_confident_mask(f, 0.3, eps=0.0), torch.tensor([[[[0.0, 1.0, 1.0]]]]))
+    # >= rather than >: 0.25 passes at alpha 0.25
+    torch.testing.assert_close(P.feature_confident_mask(f, 0.25, eps=0.0), torch.ones(1, 1, 1, 3))
+
+
+def test_feature_confident_mask_has_no_relu_so_an_all_negative_channel_passes_everywhere():
+    # [-1, -2, -0.5] / -0.5 = [2, 4, 1]: every ratio is >= 0.3 (the released code's behaviour, kept)
+    f = torch.tensor([[[[-1.0, -2.0, -0.5]]]])
+    torch.testing.assert_close(P.feature_confident_mask(f, 0.3, eps=0.0), torch.ones(1, 1, 1, 3))
+
+
+def test_region_similarity_unclipped_keeps_negative_cosines():
+    emb = torch.tensor([[[[1.0, -1.0]], [[0.0, 0.0]]]])  # (1, 2, 1, 2): directions (1, 0) and (-1, 0)
+    protos, valid = torch.tensor([[[1.0, 0.0]]]), torch.tensor([[True]])  # one prototype (1, 0)
+    # cos = [1, -1]; eq. 8 as the paper prints it clips at 0, the released code does not
+    torch.testing.assert_close(P.region_similarity(emb, protos, valid, 1), torch.tensor([[[[1.0, 0.0]]]]))
+    torch.testing.assert_close(P.region_similarity(emb, protos, valid, 1, clip=False), torch.tensor([[[[1.0, -1.0]]]]))
+
+
+def test_gaussian_window_is_a_normalised_kernel_with_zero_padding():
+    # size 3, sigma 1: g = [e^-0.5, 1, e^-0.5] = [0.60653, 1, 0.60653], sum 2.21306.
+    # A single 1 on a 3 x 3 map gives the kernel back: outer(g, g) / 2.21306^2.
+    x = torch.zeros(1, 1, 3, 3)
+    x[0, 0, 1, 1] = 1.0
+    g = torch.tensor([math.exp(-0.5), 1.0, math.exp(-0.5)]) / (1 + 2 * math.exp(-0.5))
+    torch.testing.assert_close(P.gaussian_smooth_window(x, 1.0, size=3), torch.outer(g, g).view(1, 1, 3, 3))
+    # a 1 x 1 map of ones keeps only the centre weight (zeros all round): 1 / 2.21306^2 = 0.20418
+    assert abs(P.gaussian_smooth_window(torch.ones(1, 1, 1, 1), 1.0, size=3).item() - 0.20418) < 1e-4
+    # the released 5 x 5, sigma 3: g = [e^-4/18, e^-1/18, 1, ...] = [0.80074, 0.94596, 1, ...], sum 4.49340
+    assert abs(P.gaussian_smooth_window(torch.ones(1, 1, 1, 1), 3.0).item() - 1 / 4.49340**2) < 1e-5
+
+
+def test_enhancement_gain_scales_the_normalised_map_before_the_filter():
+    f = torch.tensor([[[[0.5, 1.0]]]])
+    # F / max F = [0.5, 1]; times 1.3 = [0.65, 1.3]
+    torch.testing.assert_close(P.enhancement_weights(f, None, eps=0.0, gain=1.3), torch.tensor([[[[0.65, 1.3]]]]))
+    w = P.enhancement_weights(torch.ones(1, 1, 1, 1), 3.0, eps=0.0, gain=1.3, window="5x5_zeros")
+    assert abs(w.item() - 1.3 / 4.49340**2) < 1e-5  # the gain, then the 5 x 5 window's centre weight

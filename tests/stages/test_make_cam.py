@@ -75,6 +75,10 @@ class Linear:
         return {"block4": torch.nn.functional.avg_pool2d(x[:, :1], 4)}
 
     @staticmethod
+    def cam_features(x):  # the original branch's classifier input (block4 here)
+        return Linear.block_features(x)["block4"]
+
+    @staticmethod
     def cams(f):
         return f
 

@@ -31,13 +31,7 @@ def build_classifier(model: ModelConfig, num_classes: int, *, load_pretrained: b
         model.backbone, output_stride=model.output_stride, norm="frozen" if frozen_bn else "bn",
         freeze_stem=frozen_stem, pretrained=model.pretrained if load_pretrained else None,
     )
-    settings = None
-    if model.prototypes:
-        settings = PrototypeSettings(
-            levels=model.prototype_levels, group_size=model.group_size, alpha=model.alpha, beta=model.beta,
-            sigma=model.sigma if model.gaussian else None, embed_dim=model.embed_dim, compare=model.compare,
-            activation_norm=model.activation_norm,
-        )
+    settings = PrototypeSettings.from_config(model) if model.prototypes else None
     return RPNetClassifier(backbone, num_classes, settings, detach_block2=detach_block2)
 
 

@@ -40,3 +40,15 @@ def cams_to_labels(cams: np.ndarray, keys: np.ndarray, threshold: float) -> np.n
     scores = np.concatenate([np.full((1,) + cams.shape[1:], threshold, dtype=np.float32), cams.astype(np.float32)])
     labels = np.concatenate([[0], np.asarray(keys, dtype=np.int64) + 1])
     return labels[scores.argmax(axis=0)].astype(np.uint8)
+
+
+def multiscale_mean_cams(maps: list[Tensor], size: tuple[int, int]) -> Tensor:
+    """The mean over scales of relu(resize(map_s)): raw class maps resized first, then rectified.
+
+    The released code's target for eq. 13: the enhanced branch's raw class maps Theta^T f'_N at each
+    input scale, bilinearly resized (align_corners False) to ``size`` (the first scale's map size),
+    ReLU'd, averaged. maps: (B, C, h_s, w_s) each -> (B, C, *size).
+    """
+    resized = [m if tuple(m.shape[-2:]) == tuple(size) else F.interpolate(m, size=size, mode="bilinear",
+                                                                         align_corners=False) for m in maps]
+    return sum(F.relu(m) for m in resized) / len(resized)

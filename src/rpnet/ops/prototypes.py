@@ -51,6 +51,19 @@ def prototype_mask(confidence: Tensor, alpha: float, keep: float | None, generat
     return mask
 
 
+def feature_confident_mask(feat: Tensor, alpha: float, eps: float = EPS) -> Tensor:
+    """The released code's reading of eq. 4 and 6's [O' > alpha]: any channel at >= alpha of its own peak.
+
+    Each channel of the features themselves (no ReLU, no embedding) is divided by its spatial max
+    (+ eps); a position is confident when some channel reaches ``alpha`` there. A channel whose values
+    are all negative has a negative max, so its ratios can exceed ``alpha`` where the features are
+    most negative: the released code has no ReLU here, and neither has this function.
+    feat (B, C, H, W) -> float mask of 0/1, (B, 1, H, W).
+    """
+    ratio = feat / (feat.amax(dim=(2, 3), keepdim=True) + eps)
+    return (ratio >= alpha).any(dim=1, keepdim=True).to(feat.dtype)
+
+
 def region_prototypes(emb: Tensor, mask: Tensor, eps: float = EPS) -> tuple[Tensor, Tensor]:
     """Eq. 5: p = sum_{x,y} O(x,y) M(x,y) / sum_{x,y} M(x,y), the masked mean embedding.
 
@@ -78,12 +91,14 @@ def group_prototypes(protos: Tensor, valid: Tensor, group_size: int) -> tuple[Te
     return p, v
 
 
-def region_similarity(emb: Tensor, protos: Tensor, valid: Tensor, group_size: int, eps: float = 1e-8) -> Tensor:
+def region_similarity(emb: Tensor, protos: Tensor, valid: Tensor, group_size: int, eps: float = 1e-8,
+                      clip: bool = True) -> Tensor:
     """Eq. 7-8: F(x, y) = max over the group's valid prototypes of cos(p, O(x, y)), clipped at 0.
 
     emb (B, D, H, W) the embedding compared against; protos (G, P, D) and valid (G, P) from
     :func:`group_prototypes`. -> (B, 1, H, W). A group with no valid prototype at all gives F = 0
     for its images; :func:`enhance_features` treats that as "no evidence" (see there).
+    ``clip=False`` keeps negative maxima (the released code's F is not clipped).
     """
     batch, dim, h, w = emb.shape
     groups = batch // group_size
@@ -93,7 +108,9 @@ def region_similarity(emb: Tensor, protos: Tensor, valid: Tensor, group_size: in
     cos = cos.masked_fill(~valid[:, None, :, None], float("-inf"))
     best = cos.amax(dim=2)  # (G, K, HW); -inf where no prototype is valid
     best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
-    return best.clamp_min(0).reshape(batch, 1, h, w)
+    if clip:
+        best = best.clamp_min(0)
+    return best.reshape(batch, 1, h, w)
 
 
 def gaussian_kernel1d(sigma: float, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> Tensor:
@@ -119,14 +136,41 @@ def gaussian_smooth(x: Tensor, sigma: float) -> Tensor:
     return F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
 
 
-def enhancement_weights(similarity: Tensor, sigma: float | None, eps: float = EPS) -> Tensor:
+def gaussian_smooth_window(x: Tensor, sigma: float, size: int = 5) -> Tensor:
+    """Eq. 9 on a fixed ``size`` x ``size`` window with zero padding (the released code's filter).
+
+    The kernel is g(x) g(y) on the window's offsets -(size // 2)..size // 2, renormalised to sum to 1
+    on the window; the map is padded with zeros, so values near the border are pulled towards 0.
+    x (B, 1, H, W) -> (B, 1, H, W).
+    """
+    r = size // 2
+    t = torch.arange(size, dtype=x.dtype, device=x.device) - (size - 1) / 2
+    g = torch.exp(-(t**2) / (2 * sigma**2))
+    k = torch.outer(g, g)
+    return F.conv2d(x, (k / k.sum()).view(1, 1, size, size), padding=r)
+
+
+GAUSSIAN_WINDOWS = ("3sigma_replicate", "5x5_zeros")
+
+
+def enhancement_weights(similarity: Tensor, sigma: float | None, eps: float = EPS, gain: float = 1.0,
+                        window: str = "3sigma_replicate") -> Tensor:
     """Eq. 9-10's weight map: F divided by its spatial max, then Gaussian-smoothed (``sigma=None``: off).
 
     similarity (B, 1, H, W) -> (B, 1, H, W) in [0, 1]. An all-zero F (no prototype matched anything)
     stays all-zero, so that image's enhanced features vanish: nothing in it resembles an object region
     of its group.
+
+    ``gain`` multiplies F / max F before the filter (the released code's 1.3, so that the weights
+    reach 1.3 and the enhancement can amplify features as well as suppress them). ``window``:
+    "3sigma_replicate" (:func:`gaussian_smooth`, radius ceil(3 sigma), edge replication) or
+    "5x5_zeros" (:func:`gaussian_smooth_window`, the released code's 5 x 5 window, zero padding).
     """
+    if window not in GAUSSIAN_WINDOWS:
+        raise ValueError(f"window must be one of {GAUSSIAN_WINDOWS}, got {window!r}")
     w = similarity / (similarity.amax(dim=(2, 3), keepdim=True) + eps)
+    if gain != 1.0:
+        w = w * gain
     if sigma:
-        w = gaussian_smooth(w, sigma)
+        w = gaussian_smooth(w, sigma) if window == "3sigma_replicate" else gaussian_smooth_window(w, sigma)
     return w

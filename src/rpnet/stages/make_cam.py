@@ -82,7 +82,7 @@ def model_cams(model: RPNetClassifier, x: Tensor, enhanced: bool) -> Tensor:
     """relu(Theta^T f) from the original branch, or from f'_N with the image as its own group."""
     if enhanced and model.settings is not None:
         return model.cams(model(x, group_size=1).features_enhanced)
-    return model.cams(model.block_features(x)["block4"])
+    return model.cams(model.cam_features(x))
 
 
 def run(cfg: Config, *, resume: bool = False) -> Path:

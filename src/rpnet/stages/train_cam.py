@@ -96,7 +96,8 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
         out = model(images)
         loss = classifier_loss(
             out, tags, classifier_weight(), lambda_s=cfg.model.lambda_s, ls_mode=cfg.model.ls_mode,
-            ls_detach_enhanced=cfg.model.ls_detach_enhanced, lc_on_original=cfg.model.lc_on_original,
+            ls_detach_enhanced=cfg.model.ls_detach_enhanced, lc_on_original=cfg.model.resolve("lc_on_original"),
+            lc_on_enhanced=cfg.model.resolve("lc_on_enhanced"),
         )
         return {"loss": loss.total, "l_c": loss.cls, "l_s": loss.consistency}
 
