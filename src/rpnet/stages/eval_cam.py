@@ -4,7 +4,7 @@ The background gets a constant score (the threshold) and every pixel takes the a
 background and the tagged classes' max-normalised CAMs. ``cam_miou`` is scored at
 ``eval_cam.threshold``: with ``auto`` (the default) a threshold calibrated from the CAMs alone,
 without ground truth (docs/calibration.md): the lower edge of a three-class Otsu split of the
-tagged classes' CAM values over the split (:func:`rpnet.stages.make_ir_label.cam_threshold_estimate`),
+tagged classes' CAM values over the split (:func:`rpnet.calibration.cam_threshold_estimate`),
 written to ``WORK_DIR/eval_cam/calibration.json``. The threshold is also swept (0.05 to 0.95 by
 default) and the best one, chosen by looking at the ground truth, reported beside it as
 ``cam_miou_best`` / ``cam_threshold_best``: an oracle, the ceiling of any rule.
