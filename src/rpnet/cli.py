@@ -15,7 +15,8 @@ from typing import Sequence
 
 from .errors import RpnetError
 from .layout import stage_folder
-from .stages import STAGES, Stage
+from . import stages
+from .stages import Stage
 from .pipeline.commands import add_config_arguments
 
 log = logging.getLogger("rpnet")
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "rpnet.data.synthetic.SynthSpec lists them)")
     synth.set_defaults(command="synth")
 
-    for stage in STAGES:
+    for stage in stages.STAGES:
         _add_stage_parser(sub, stage)
 
     demo = sub.add_parser("demo", help="the whole pipeline on synthetic data, baseline vs RPNet, on CPU",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rpnet import stages
 from rpnet.config import Config
-from rpnet.layout import stage_folder
+from rpnet.layout import WorkDir, stage_folder
 from rpnet.pipeline.graph import RUNTIME_KEYS, scored_split, scoring_stages, stage_order, stage_spec
 
 CFG = "cfg"  # what every stage module calls the Config it receives
@@ -113,3 +113,35 @@ def test_runtime_keys_name_real_config_keys():
         for part in key.split("."):
             assert part in node, f"RUNTIME_KEYS names {key}, which the config does not have"
             node = node[part]
+
+
+def test_a_new_stage_is_one_module_and_one_declaration(tmp_path, monkeypatch, fake, fake_cfg):
+    """What adding a stage takes: its module (here written to tmp_path) and its Stage line. The CLI
+    gets its command, `rpnet run` runs it after its upstream, and its fingerprint covers what it declares."""
+    import sys
+
+    from rpnet.cli import build_parser
+    from rpnet.pipeline import run_pipeline
+    from rpnet.pipeline.fingerprint import stage_fingerprints
+
+    (tmp_path / "count_cams.py").write_text(
+        "from rpnet.layout import WorkDir\n"
+        "from rpnet.stages.common import stage_dir\n"
+        "def run(cfg, *, resume=False):\n"
+        "    out = stage_dir(cfg, 'count-cams')\n"
+        "    n = len(list(WorkDir(cfg.work_dir).stage('make-cam').glob('item*.txt')))\n"
+        "    (out / 'count.txt').write_text(str(n))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "count_cams", raising=False)
+    new = stages.Stage("count-cams", "count_cams", ("eval_cam",), ("make-cam",), "count the CAM files", "count.txt")
+    monkeypatch.setattr(stages, "STAGES", (*stages.STAGES, new))
+    monkeypatch.setitem(fake.modules, "count-cams", __import__("count_cams"))
+
+    assert build_parser().parse_args(["count-cams", "c.yaml"]).stage == "count-cams"
+    cfg = fake_cfg()
+    results = run_pipeline(cfg)
+    assert [r.name for r in results][-1] == "count-cams"
+    assert (WorkDir(cfg.work_dir).stage("count-cams") / "count.txt").read_text() == "4"  # the fake's 4 items
+    base = stage_fingerprints(cfg)
+    assert stage_fingerprints(fake_cfg("eval_cam.sweep=[0.1,0.9,0.1]"))["count-cams"] != base["count-cams"]
+    assert stage_fingerprints(fake_cfg("train_irn.lr=0.5"))["count-cams"] == base["count-cams"]
