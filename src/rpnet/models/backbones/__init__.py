@@ -55,9 +55,9 @@ def build_backbone(name: str, *, output_stride: int = 16, norm: str = "bn",
             :class:`FrozenBatchNorm2d`); a family without batch statistics builds the same
             layers for both (see :data:`~rpnet.models.backbones.base.NORMS`).
         freeze_stem: freeze the parameters computing the stem level (ResNet: conv1 and bn1,
-            bn1 then with running statistics). docs/method.md's classifier uses
-            freeze_stem=True, with norm="frozen" when pretrained weights are loaded and "bn"
-            when training from scratch.
+            bn1 then with running statistics). The classifier (rpnet.models.build) freezes the
+            stem and uses norm="frozen" when pretrained weights are loaded, and trains both
+            ("bn") from scratch, unless model.freeze_stem / model.freeze_bn say otherwise.
         pretrained: a .pth/.pt/.safetensors state dict in the family's key names (ResNet:
             torchvision's, ConvNeXt: timm's); its ImageNet head (``fc.*``, ``head.*``) is
             ignored. Any other missing, unexpected or misshapen key is a ConfigError.
