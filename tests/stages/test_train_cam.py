@@ -67,3 +67,19 @@ def test_check_refuses_missing_imagenet_weights_and_a_batch_the_data_cannot_fill
     with pytest.raises(ConfigError, match="needs at least 16 anchor images .* there are 8 training images"):
         train_cam.check(tiny_cfg("train_cam.batch_size=32"))
     train_cam.check(tiny_cfg("train_cam.batch_size=16"))  # 8 anchors: fits
+
+
+def test_the_released_reading_trains_and_make_cam_reads_its_weights(tiny_cfg):
+    """model.variant=released end to end: its extra modules are in the weights (block4's 1x1 reduction,
+    the non-local blocks, the partner's classifier), no embedding convs, and make-cam loads them."""
+    from rpnet.layout import WorkDir, load_cams
+    from rpnet.stages import make_cam
+
+    cfg = tiny_cfg("train_cam.max_steps=1", "model.variant=released", "model.reduce_dim=8")
+    state = load_file(str(train_cam.run(cfg)))
+    assert state["reduce.weight"].shape[:2] == (8, 512)  # resnet18's block4 (512) -> reduce_dim
+    assert any(k.startswith("non_local.") for k in state) and any(k.startswith("partner_classifiers.") for k in state)
+    assert not any(k.startswith("embeddings.") for k in state)  # prototypes from the features themselves
+    make_cam.run(cfg)
+    cams = sorted(WorkDir(cfg.work_dir).cams.glob("*.npz"))
+    assert cams and load_cams(cams[0]).high_res.max() <= 1.0
