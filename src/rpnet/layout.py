@@ -104,6 +104,11 @@ class WorkDir:
         return self.cams / f"{image_id}.npz"
 
     @property
+    def cam_sweep(self) -> Path:
+        """eval-cam's CAM mIoU per background threshold (the report's curve)."""
+        return self.stage("eval-cam") / "sweep.json"
+
+    @property
     def ir_labels(self) -> Path:
         """make-ir-label's confident labels (PNG: 0 background, k + 1 class k, 255 unsure)."""
         return self.stage("make-ir-label") / "labels"

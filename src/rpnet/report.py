@@ -175,7 +175,7 @@ def per_class_plot(classes: list[str], values: Mapping[str, list[float | None]])
 def threshold_section(runs: list[Run]) -> str:
     sweeps = {}
     for run in runs:
-        path = WorkDir(run.work_dir).stage("eval-cam") / "sweep.json"
+        path = WorkDir(run.work_dir).cam_sweep
         if path.exists():
             sweep = read_json(path)
             sweeps[run.name] = ([float(t) for t in sweep["thresholds"]], [float(m) for m in sweep["miou"]])

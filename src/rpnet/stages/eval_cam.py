@@ -85,7 +85,7 @@ def part_dir(cfg: Config) -> Path | None:
 
 def run(cfg: Config, *, resume: bool = False) -> dict:
     """Score the CAMs of ``eval_cam.split`` (default: the train split); return the metrics added."""
-    out_dir = stage_dir(cfg, NAME)
+    stage_dir(cfg, NAME)
     split = cfg.eval_cam.split or cfg.data.train_split
     dataset = scored_dataset(cfg, split, "CAMs")
     work = WorkDir(cfg.work_dir)
@@ -135,7 +135,7 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
         metrics.update({key: None if np.isnan(rates[region]) else round(float(rates[region]) * 100, 2)
                         for key, region in REGION_METRICS.items()})
     if current.is_main:
-        write_json(out_dir / "sweep.json", {"thresholds": thresholds.tolist(), "miou": [round(m, 3) for m in mious],
+        write_json(work.cam_sweep, {"thresholds": thresholds.tolist(), "miou": [round(m, 3) for m in mious],
                                             "threshold": threshold, "threshold_miou": round(miou, 3)})
         update_metrics(cfg.work_dir, **metrics)
         source = "calibrated" if cfg.eval_cam.threshold == AUTO else "configured"
