@@ -50,6 +50,11 @@ def stage_folder(stage: str) -> str:
     return stage.replace("-", "_")
 
 
+def _path(stage: str | None, name: str, doc: str) -> property:
+    """A read-only path property of :class:`WorkDir`: ``name`` in stage ``stage``'s folder (None: the top)."""
+    return property(lambda self: (self.root if stage is None else self.stage(stage)) / name, doc=doc)
+
+
 @dataclass(frozen=True)
 class WorkDir:
     """The paths of one work dir. ``WorkDir(cfg.work_dir)``; nothing is created by asking for a path."""
@@ -59,24 +64,6 @@ class WorkDir:
     def __init__(self, root: str | Path) -> None:
         object.__setattr__(self, "root", Path(root))
 
-    # --- the top level ---
-    @property
-    def config(self) -> Path:
-        return self.root / RUN_CONFIG
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / METRICS
-
-    @property
-    def report(self) -> Path:
-        return self.root / REPORT
-
-    @property
-    def gallery(self) -> Path:
-        return self.root / GALLERY
-
-    # --- any stage ---
     def stage(self, name: str) -> Path:
         """``WORK_DIR/<stage folder>``."""
         return self.root / stage_folder(name)
@@ -94,52 +81,24 @@ class WorkDir:
     def pictures(self, name: str) -> Path:
         return self.stage(name) / PICTURES
 
-    # --- what one stage hands to the next ---
-    @property
-    def cams(self) -> Path:
-        """make-cam's :class:`CamFile` per image."""
-        return self.stage("make-cam") / "cams"
-
     def cam(self, image_id: str) -> Path:
+        """One image's :class:`CamFile`."""
         return self.cams / f"{image_id}.npz"
 
-    @property
-    def cam_sweep(self) -> Path:
-        """eval-cam's CAM mIoU per background threshold (the report's curve)."""
-        return self.stage("eval-cam") / "sweep.json"
-
-    @property
-    def ir_labels(self) -> Path:
-        """make-ir-label's confident labels (PNG: 0 background, k + 1 class k, 255 unsure)."""
-        return self.stage("make-ir-label") / "labels"
-
-    @property
-    def boundaries(self) -> Path:
-        """make-pseudo's boundary maps (:func:`save_boundary`)."""
-        return self.stage("make-pseudo") / "boundaries"
-
-    @property
-    def walks(self) -> Path:
-        """make-pseudo's walked CAMs (``keys``, ``walked``, ``size``)."""
-        return self.stage("make-pseudo") / "walks"
-
-    @property
-    def pseudo_masks(self) -> Path:
-        """make-pseudo's pseudo masks (VOC palette PNG), train-seg's labels."""
-        return self.stage("make-pseudo") / "masks"
-
-    @property
-    def seg_best_weights(self) -> Path:
-        return self.stage("train-seg") / BEST_WEIGHTS
-
-    @property
-    def seg_masks(self) -> Path:
-        """eval-seg's predicted masks, without and with the dense CRF."""
-        return self.stage("eval-seg") / "masks"
-
-    @property
-    def seg_masks_crf(self) -> Path:
-        return self.stage("eval-seg") / "masks_crf"
+    # The top level, then what one stage hands to the next (stage, path under its folder).
+    config = _path(None, RUN_CONFIG, "the config `rpnet run` resolved")
+    metrics = _path(None, METRICS, "every stage's figures (update_metrics)")
+    report = _path(None, REPORT, "the HTML report")
+    gallery = _path(None, GALLERY, "the per-image gallery")
+    cams = _path("make-cam", "cams", "make-cam's CamFile per image")
+    cam_sweep = _path("eval-cam", "sweep.json", "eval-cam's CAM mIoU per background threshold (the report's curve)")
+    ir_labels = _path("make-ir-label", "labels", "confident labels (PNG: 0 background, k + 1 class k, 255 unsure)")
+    boundaries = _path("make-pseudo", "boundaries", "IRN's boundary maps (save_boundary)")
+    walks = _path("make-pseudo", "walks", "walked CAMs (keys, walked, size)")
+    pseudo_masks = _path("make-pseudo", "masks", "pseudo masks (VOC palette PNG), train-seg's labels")
+    seg_best_weights = _path("train-seg", BEST_WEIGHTS, "the weights of the epoch with the best val_miou")
+    seg_masks = _path("eval-seg", "masks", "eval-seg's predicted masks")
+    seg_masks_crf = _path("eval-seg", "masks_crf", "eval-seg's predicted masks after the dense CRF")
 
 
 def update_metrics(work_dir: str | Path, *, drop: Iterable[str] = (), **values: Any) -> dict[str, Any]:
