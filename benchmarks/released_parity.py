@@ -57,7 +57,7 @@ from rpnet.config import ModelConfig
 from rpnet.losses import classifier_loss
 from rpnet.models.backbones.resnet import Bottleneck, FrozenBatchNorm2d, ResNet
 from rpnet.models.rpnet import PrototypeSettings, RPNetClassifier
-from rpnet.models.seeded import seeded_state_dict
+from rpnet.models.seeded import seeded_images, seeded_state_dict
 from rpnet.ops import prototypes as P
 
 NUM_CLASSES = 20  # their classifiers are nn.Conv2d(mid, 20, ...)
@@ -174,8 +174,9 @@ def run(root: Path, seed: int, mid: int) -> dict[str, np.ndarray]:
     cam_module.Net.forward = recording_forward
     theirs.cal_mask = recording_cal_mask
 
+    images = seeded_images(seed, (PAIRS, 2, 3, HEIGHT, WIDTH))
     rng = np.random.RandomState(seed + 2)
-    images = rng.standard_normal((PAIRS, 2, 3, HEIGHT, WIDTH)).astype(np.float32)
+    rng.standard_normal(images.shape)  # the tags are drawn after the images, from the same stream
     tags = np.zeros((PAIRS, 2, NUM_CLASSES), dtype=np.float32)
     for i in range(PAIRS):
         shared = rng.randint(NUM_CLASSES)
@@ -200,7 +201,7 @@ def run(root: Path, seed: int, mid: int) -> dict[str, np.ndarray]:
     fixture = {
         "seed": np.array(seed), "mid": np.array(mid), "layers": np.array(LAYERS), "width_per_group": np.array(WIDTH_PER_GROUP),
         "scales": np.array(SCALES, dtype=np.float32), "torch_version": np.array(torch.__version__),
-        "images": images, "tags": tags,
+        "image_shape": np.array(images.shape), "tags": tags,
         "foreground": pair(*fg),
         "logits": pair(lx, ly),
         "logits_enhanced": pair(x_mask.mean(dim=(2, 3)), y_mask.mean(dim=(2, 3))),
@@ -231,10 +232,11 @@ def rpnet_outputs(fixture: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return torch.from_numpy(z.reshape((-1,) + z.shape[2:]).astype(np.float32))
 
     model.draw_keep = draw_keep
-    images = torch.from_numpy(fixture["images"]).flatten(0, 1)  # groups of 2: anchor, partner
+    inputs = seeded_images(int(fixture["seed"]), tuple(int(n) for n in fixture["image_shape"]))
+    images = torch.from_numpy(inputs).flatten(0, 1)  # groups of 2: anchor, partner
     tags = torch.from_numpy(fixture["tags"]).flatten(0, 1)
     out = model(images)
-    pairs = fixture["images"].shape[0]
+    pairs = inputs.shape[0]
     with torch.no_grad():
         coverage = P.feature_confident_mask(model.block_features(images)["block4"], model.settings.alpha).mean()
 

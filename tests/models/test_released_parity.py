@@ -19,7 +19,7 @@ from rpnet.config import ModelConfig
 from rpnet.losses import classifier_loss
 from rpnet.models.backbones.resnet import Bottleneck, FrozenBatchNorm2d, ResNet
 from rpnet.models.rpnet import PrototypeSettings, RPNetClassifier
-from rpnet.models.seeded import seeded_state_dict
+from rpnet.models.seeded import seeded_images, seeded_state_dict
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "released_parity.npz"
 TOLERANCE = 1e-4
@@ -27,8 +27,11 @@ CASES = ("wide", "narrow")
 
 
 def load_case(case):
+    """One case of the fixture, with its input images regenerated from its seed (they are not stored)."""
     with np.load(FIXTURE, allow_pickle=False) as arrays:
-        return {k.removeprefix(f"{case}_"): arrays[k] for k in arrays.files if k.startswith(f"{case}_")}
+        fixture = {k.removeprefix(f"{case}_"): arrays[k] for k in arrays.files if k.startswith(f"{case}_")}
+    fixture["images"] = seeded_images(int(fixture["seed"]), tuple(int(n) for n in fixture["image_shape"]))
+    return fixture
 
 
 def build(fixture):

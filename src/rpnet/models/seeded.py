@@ -46,3 +46,9 @@ def seeded_state_dict(model: nn.Module, seed: int) -> dict[str, Tensor]:
         else:
             state[key] = value.clone()
     return state
+
+
+def seeded_images(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    """The parity check's input images (float32 standard normal of ``shape``, e.g. (pairs, 2, 3, H, W)):
+    regenerated from the seed, so the fixture stores only what the released code computed from them."""
+    return np.random.RandomState(seed + 2).standard_normal(shape).astype(np.float32)
