@@ -1,8 +1,9 @@
 """`model.variant: released` reproduces the authors' released RPNet code (to 1e-4).
 
 tests/fixtures/released_parity.npz holds, for two widths of the block4 reduction ("wide": their 512
-channels; "narrow": 2 channels, where the confident mask covers about half the positions), two
-pairs of random images with their tags, the 0/1 dropout draws the released code used, and its
+channels; "narrow": 2 channels, where the confident mask covers about half the positions), the tags
+of two pairs of seeded random images (the images are regenerated from the seed, rpnet.models.seeded.
+seeded_images), the 0/1 dropout draws the released code used, and its
 outputs: the foreground map F, both branches' logits, the original CAMs, L_s's multi-scale enhanced
 CAMs, and the loss terms of its training step. benchmarks/released_parity.py wrote it by running
 the released code (not part of this repository) on the same seeded weights; the weights are
