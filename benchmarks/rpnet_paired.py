@@ -11,6 +11,12 @@ foreground on co-occurring context and on other background).
 
     python benchmarks/rpnet_paired.py --out DIR                            # seeds 0-4, fractions 1 and 0.25
     python benchmarks/rpnet_paired.py --out DIR --seeds 0 1 --fractions 0.25 --models baseline paper
+    python benchmarks/rpnet_paired.py --out DIR --set model.pretrained=PRE/backbone.safetensors  # rpnet pretrain
+    python benchmarks/rpnet_paired.py --out DIR --until eval-pseudo      # also the pseudo labels (slower)
+
+``--set KEY=VALUE`` changes the config of every model alike (the start of the backbone, the schedule);
+``--until`` runs the pipeline further than eval-cam and adds the later scores (pseudo-label, segmentation
+mIoU) to the rows.
 
 Work dirs go under ``--out`` (``DIR/f<fraction>/seed<s>/<model>``); a rerun skips finished stages and
 ``DIR/paired.json`` holds every row.
@@ -22,6 +28,7 @@ import argparse
 import math
 from pathlib import Path
 
+from rpnet import stages
 from rpnet.config import load_config
 from rpnet.data.synthetic import generate
 from rpnet.demo import synthetic_config
@@ -33,6 +40,7 @@ MODELS = {"baseline": ["model.prototypes=false"],
           "paper": ["model.prototypes=true", "model.variant=paper"],
           "released": ["model.prototypes=true", "model.variant=released"]}
 SCORES = ("cam_miou", "cam_miou_best")
+LATER_SCORES = ("pseudo_miou", "seg_miou")  # there when --until reaches eval-pseudo / eval-seg
 FLAWS = ("cam_part_recall", "cam_body_recall", "cam_context_fp", "cam_background_fp")
 
 
@@ -46,17 +54,19 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return mean, sd / math.sqrt(n)
 
 
-def run_one(data: Path, work: Path, seed: int, fraction: float, overrides: list[str]) -> dict:
+def run_one(data: Path, work: Path, seed: int, fraction: float, overrides: list[str], until: str) -> dict:
     cfg = load_config(synthetic_config(), [f"data.root={data}", f"work_dir={work}", f"seed={seed}",
                                             f"data.fraction={fraction}", *overrides])
-    run_pipeline(cfg, until="eval-cam")
+    run_pipeline(cfg, until=until)
     metrics = read_json(WorkDir(work).metrics)
-    return {key: metrics.get(key) for key in (*SCORES, *FLAWS)}
+    row = {key: metrics.get(key) for key in (*SCORES, *FLAWS)}
+    return {**row, **{key: metrics[key] for key in LATER_SCORES if key in metrics}}
 
 
 def summarise(rows: dict, fraction: float, seeds: list[int], models: list[str]) -> str:
     lines = [f"fraction {fraction:g} of the training images, seeds {seeds}"]
-    for score in SCORES:
+    present = [k for k in LATER_SCORES if all(k in r for r in rows.values())]
+    for score in (*SCORES, *present):
         lines.append(f"  {score}: " + "  ".join(f"{m} " + " ".join(
             f"{rows[(fraction, s, m)][score]:.1f}" for s in seeds if (fraction, s, m) in rows) for m in models))
         for m in models:
@@ -83,6 +93,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--n-train", type=int, default=200)
     parser.add_argument("--n-val", type=int, default=60)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config change for every model (e.g. model.pretrained=PATH)")
+    parser.add_argument("--until", default="eval-cam", choices=stages.names(), help="last stage (default eval-cam)")
     args = parser.parse_args()
     data = args.out / "data"
     if not (data / "synth.json").exists():
@@ -92,7 +105,8 @@ def main() -> None:
         for seed in args.seeds:
             for model in args.models:
                 work = args.out / f"f{fraction:g}" / f"seed{seed}" / model
-                rows[(fraction, seed, model)] = run_one(data, work, seed, fraction, MODELS[model])
+                rows[(fraction, seed, model)] = run_one(data, work, seed, fraction,
+                                                        [*MODELS[model], *args.overrides], args.until)
                 print(f"fraction {fraction:g} seed {seed} {model:9s} " + "  ".join(
                     f"{k} {v:.1f}" for k, v in rows[(fraction, seed, model)].items() if v is not None), flush=True)
                 write_json(args.out / "paired.json",

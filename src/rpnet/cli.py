@@ -84,6 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Generate the synthetic dataset and run every stage for the baseline and RPNet.")
     demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
     demo.set_defaults(command="demo")
+    pretrain = sub.add_parser(
+        "pretrain", help="pretrain a backbone on generated data of other classes (for model.pretrained)",
+        description="Generate OUT/data (12 classes none of which the built-in dataset has), train the plain "
+                    "classifier on it in OUT/work and write its backbone to OUT/backbone.safetensors in the "
+                    "family's key layout; load it with --set model.pretrained=OUT/backbone.safetensors "
+                    "(docs/backbones.md). A rerun reuses the data and resumes the training.")
+    pretrain.add_argument("out", type=Path, help="output folder")
+    pretrain.add_argument("--backbone", default="resnet18", help="backbone name (model.backbone; default resnet18)")
+    pretrain.add_argument("--n-train", type=positive_int, default=3000, help="generated training images (default 3000)")
+    pretrain.add_argument("--size", type=positive_int, default=128, help="image side in pixels (default 128)")
+    pretrain.add_argument("--seed", type=count, default=1, help="seed of the data and the training (default 1)")
+    pretrain.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="change the training config (configs/synthetic.yaml), e.g. train_cam.epochs=10")
+    pretrain.set_defaults(command="pretrain")
     _add_predict_parsers(sub)
     _add_data_parsers(sub)
     from .pipeline.commands import add_parsers as add_pipeline_parsers  # run, status, sweep (its own module)
@@ -250,6 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .demo import run_demo
 
             run_demo(args.out)
+        elif args.command == "pretrain":
+            from .pretrain import pretrain_backbone
+
+            pretrain_backbone(args.out, backbone=args.backbone, n_train=args.n_train, size=args.size, seed=args.seed,
+                              overrides=args.overrides)
     except RpnetError as exc:
         print(f"rpnet: error: {exc}", file=sys.stderr)
         return 1

@@ -13,13 +13,17 @@ from rpnet.data.synthetic import (
     BG_CONTEXT,
     BG_OTHER,
     CLASS_NAMES,
+    CLASS_SETS,
     CLASSES,
+    COCO_CATEGORY_IDS,
+    DISTRACTOR_MIN_HEAD_DISTANCE,
     CONTEXT_PROB,
     CONTEXTS,
     HEAD_AREA_FRACTION,
     PART_BODY,
     PART_DIR,
     PART_HEAD,
+    PRETRAIN_CLASSES,
     PROFILES,
     STRAY_CONTEXT_PROB,
     SynthSpec,
@@ -202,6 +206,52 @@ def test_bad_designs_are_refused_by_name():
         SynthSpec(objects_per_image=(0.5, 0.4))
     with pytest.raises(ConfigError, match="num_classes"):
         SynthSpec(num_classes=0)
+
+
+def test_the_pretraining_classes_are_other_classes():
+    # names, head colour pairs and (pattern, colour) combinations: none of the default set's
+    assert not set(style.name for style in PRETRAIN_CLASSES) & set(CLASS_NAMES)
+    assert len(PRETRAIN_CLASSES) == 12 and len({style.name for style in PRETRAIN_CLASSES}) == 12
+    default_heads = {frozenset(style.head_colours) for style in CLASSES}
+    assert not {frozenset(style.head_colours) for style in PRETRAIN_CLASSES} & default_heads
+    # every pattern twice, every context of the default set used, each class's context exists
+    patterns = [style.head_pattern for style in PRETRAIN_CLASSES]
+    assert all(patterns.count(p) == 2 for p in set(patterns))
+    assert {style.context for style in PRETRAIN_CLASSES} == set(CONTEXTS)
+    # two classes with the same pattern differ in colour by more than the distractors keep away from a head
+    for a in PRETRAIN_CLASSES:
+        for b in PRETRAIN_CLASSES:
+            if a is not b and a.head_pattern == b.head_pattern:
+                gap = max(np.abs(np.subtract(ca, cb)).sum() for ca, cb in zip(a.head_colours, b.head_colours))
+                assert gap > DISTRACTOR_MIN_HEAD_DISTANCE
+
+
+def test_the_pretrain_profile_draws_the_twelve_classes_with_their_names_and_contexts(tmp_path):
+    spec = PROFILES["pretrain"]
+    assert spec.class_set == "pretrain" and spec.class_names == tuple(s.name for s in PRETRAIN_CLASSES)
+    samples = [render_sample(_rng(s), SIZE, spec) for s in range(60)]
+    drawn = {o.class_index for sample in samples for o in sample.objects}
+    assert drawn <= set(range(12)) and len(drawn) >= 9  # 60 images, 1-3 classes each: most classes show up
+    for sample in samples:
+        for obj in sample.objects:
+            assert obj.name == PRETRAIN_CLASSES[obj.class_index].name
+            assert np.all(sample.mask[obj.visible & (sample.mask != IGNORE_INDEX)] == obj.class_index + 1)
+    root = generate(tmp_path / "p", n_train=4, n_val=0, size=SIZE, seed=2, spec=spec)
+    record = json.loads((root / "synth.json").read_text())
+    assert record["classes"][1:] == [s.name for s in PRETRAIN_CLASSES]
+    assert record["contexts"]["cow"] == "grass" and record["spec"]["class_set"] == "pretrain"
+    coco = generate(tmp_path / "c", n_train=2, n_val=0, size=SIZE, seed=2, spec=spec, fmt="coco")
+    categories = json.loads((coco / "annotations" / "instances_train2014.json").read_text())["categories"]
+    assert [c["id"] for c in categories] == list(COCO_CATEGORY_IDS[:12])
+    assert set(CLASS_SETS) == {"default", "pretrain"}
+
+
+def test_an_unknown_class_set_or_too_many_classes_for_it_is_refused():
+    with pytest.raises(ConfigError, match="class_set"):
+        SynthSpec(class_set="imagenet")
+    with pytest.raises(ConfigError, match="num_classes must be 1..6 for class set 'default'"):
+        SynthSpec(num_classes=12)
+    assert SynthSpec(class_set="pretrain", num_classes=12).num_classes == 12
 
 
 def test_render_sample_rejects_a_tiny_image():

@@ -170,7 +170,8 @@ class SynthSpec:
     1, 2, 3 ... in order. The defaults reproduce the built-in dataset byte for byte.
     """
 
-    num_classes: int = 6  # the first N of CLASSES
+    num_classes: int = 6  # the first N of the class set
+    class_set: str = "default"  # key of CLASS_SETS: which classes (heads, textures, contexts) are drawn
     classes_per_image: tuple[float, ...] = tuple(NUM_CLASSES_PROBS.values())
     objects_per_image: tuple[float, ...] = tuple(NUM_OBJECTS_PROBS.values())
     object_size: tuple[float, float] = BODY_SEMI_MAJOR  # body semi-major axis, of the image side
@@ -187,8 +188,10 @@ class SynthSpec:
         def fail(name: str, rule: str) -> None:
             raise ConfigError(f"synthetic spec {name} must be {rule}, got {getattr(self, name)!r}")
 
-        if not 1 <= self.num_classes <= len(CLASSES):
-            fail("num_classes", f"1..{len(CLASSES)}")
+        if self.class_set not in CLASS_SETS:
+            fail("class_set", f"one of {sorted(CLASS_SETS)}")
+        if not 1 <= self.num_classes <= len(CLASS_SETS[self.class_set]):
+            fail("num_classes", f"1..{len(CLASS_SETS[self.class_set])} for class set {self.class_set!r}")
         for name in ("classes_per_image", "objects_per_image"):
             probs = getattr(self, name)
             if not probs or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
@@ -210,9 +213,13 @@ class SynthSpec:
                 fail(name, "(low, high) with 0 <= low <= high")
 
     @property
-    def class_names(self) -> tuple[str, ...]:
-        return CLASS_NAMES[:self.num_classes]
+    def styles(self) -> tuple[ClassStyle, ...]:
+        """The classes drawn, in label order (class index k is label k + 1)."""
+        return CLASS_SETS[self.class_set][:self.num_classes]
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(style.name for style in self.styles)
 
 
 @dataclass(frozen=True)
@@ -238,9 +245,27 @@ CLASSES: tuple[ClassStyle, ...] = (
     ClassStyle("plane", 0.08, ((1.00, 0.47, 0.00), (0.98, 0.98, 0.98)), "halves", 160.0, "sky"),
 )
 CLASS_NAMES: tuple[str, ...] = tuple(style.name for style in CLASSES)
+# Other classes, none of the default set's, for pretraining a backbone (`rpnet pretrain`) the way
+# ImageNet's classes are not VOC's: head colour pairs away from the default heads, every pattern
+# twice with different colours, each context shared by two classes.
+PRETRAIN_CLASSES: tuple[ClassStyle, ...] = (
+    ClassStyle("bicycle", 0.09, ((0.20, 0.35, 0.95), (1.00, 0.92, 0.45)), "stripes", 70.0, "road"),
+    ClassStyle("bottle", 0.07, ((0.10, 0.62, 0.25), (0.98, 0.98, 0.98)), "rings", 10.0, "water"),
+    ClassStyle("bus", 0.08, ((0.50, 0.25, 0.05), (0.95, 0.95, 0.60)), "checker", 120.0, "road"),
+    ClassStyle("chair", 0.10, ((0.60, 0.08, 0.10), (0.10, 0.60, 0.60)), "dots", 30.0, "carpet"),
+    ClassStyle("cow", 0.08, ((0.05, 0.05, 0.05), (0.98, 0.98, 0.98)), "halves", 100.0, "grass"),
+    ClassStyle("dog", 0.11, ((0.70, 0.40, 0.95), (0.15, 0.30, 0.10)), "diagonal", 150.0, "carpet"),
+    ClassStyle("horse", 0.07, ((0.98, 0.30, 0.30), (0.10, 0.20, 0.80)), "stripes", 55.0, "grass"),
+    ClassStyle("motorbike", 0.08, ((0.40, 0.95, 0.40), (0.35, 0.05, 0.35)), "checker", 5.0, "water"),
+    ClassStyle("plant", 0.09, ((0.20, 0.20, 0.60), (0.85, 0.95, 0.20)), "dots", 80.0, "foliage"),
+    ClassStyle("sheep", 0.07, ((0.92, 0.92, 0.78), (0.45, 0.28, 0.18)), "rings", 170.0, "sky"),
+    ClassStyle("sofa", 0.08, ((0.00, 0.45, 0.45), (0.95, 0.75, 0.55)), "halves", 140.0, "foliage"),
+    ClassStyle("train", 0.08, ((0.80, 0.80, 0.80), (0.80, 0.05, 0.25)), "diagonal", 65.0, "sky"),
+)
+CLASS_SETS: dict[str, tuple[ClassStyle, ...]] = {"default": CLASSES, "pretrain": PRETRAIN_CLASSES}
 # COCO's category ids have gaps (1..90 for 80 classes); ours do too, so that a loader
 # that confuses ids with indices fails on this dataset rather than on real COCO.
-COCO_CATEGORY_IDS: tuple[int, ...] = (1, 2, 3, 5, 7, 11)
+COCO_CATEGORY_IDS: tuple[int, ...] = (1, 2, 3, 5, 7, 11, 13, 14, 17, 18, 20, 22)
 POLYGON_MIN_IOU = 0.9  # below this round-trip IoU an instance is stored as RLE instead
 
 DEFAULT_SPEC = SynthSpec()
@@ -262,6 +287,8 @@ PROFILES: dict[str, SynthSpec] = {
     # Three classes, each nearly always on its own context.
     "few-classes": SynthSpec(num_classes=3, classes_per_image=(0.85, 0.15), context_prob=0.6,
                              stray_context_prob=0.3),
+    # The twelve other classes `rpnet pretrain` trains a backbone on (the default design otherwise).
+    "pretrain": SynthSpec(class_set="pretrain", num_classes=len(PRETRAIN_CLASSES)),
 }
 
 
@@ -447,19 +474,22 @@ def _generic_background(rng: np.random.Generator, size: int) -> np.ndarray:
     return img + GENERIC_NOISE_AMPLITUDE * _fractal_noise(rng, size)[..., None]
 
 
-HEAD_COLOURS = np.array([c for style in CLASSES for c in style.head_colours])
+# Per class set, every head colour of the set (all its classes, however many a design draws).
+HEAD_COLOURS: dict[str, np.ndarray] = {
+    name: np.array([c for style in styles for c in style.head_colours]) for name, styles in CLASS_SETS.items()}
 
 
-def _distractor_colour(rng: np.random.Generator) -> np.ndarray:
-    """A random colour at least DISTRACTOR_MIN_HEAD_DISTANCE from every head colour."""
+def _distractor_colour(rng: np.random.Generator, head_colours: np.ndarray) -> np.ndarray:
+    """A random colour at least DISTRACTOR_MIN_HEAD_DISTANCE from every row of ``head_colours`` (N, 3)."""
     while True:  # most draws pass; the rejected region is a few small balls in the RGB cube
         colour = rng.uniform(0.05, 0.95, size=3)
-        if np.linalg.norm(HEAD_COLOURS - colour, axis=1).min() >= DISTRACTOR_MIN_HEAD_DISTANCE:
+        if np.linalg.norm(head_colours - colour, axis=1).min() >= DISTRACTOR_MIN_HEAD_DISTANCE:
             return colour
 
 
-def _draw_distractors(rng: np.random.Generator, img: np.ndarray, count: int) -> None:
-    """Paint ``count`` unlabelled flat shapes onto ``img`` (size, size, 3) in place."""
+def _draw_distractors(rng: np.random.Generator, img: np.ndarray, count: int, head_colours: np.ndarray) -> None:
+    """Paint ``count`` unlabelled flat shapes onto ``img`` (size, size, 3) in place, in colours away
+    from ``head_colours`` (N, 3)."""
     size = img.shape[0]
     y, x = _grid(size)
     for _ in range(count):
@@ -476,7 +506,7 @@ def _draw_distractors(rng: np.random.Generator, img: np.ndarray, count: int) -> 
         else:  # a thin bar, like a pole or a table edge
             inside = (np.abs(u) < 2 * a) & (np.abs(v) < max(1.0, 0.12 * b))
         shade = 1.0 - 0.15 * np.clip(u / (2 * a), -1, 1)
-        img[inside] = (_distractor_colour(rng) * shade[..., None])[inside]
+        img[inside] = (_distractor_colour(rng, head_colours) * shade[..., None])[inside]
 
 
 # --- objects ----------------------------------------------------------------------
@@ -491,7 +521,7 @@ class _Geometry:
 
 def _place_object(rng: np.random.Generator, size: int, cls: int, spec: SynthSpec) -> _Geometry:
     """Draw one object of class index ``cls`` (its shape and colours) at a random pose."""
-    style = CLASSES[cls]
+    style = spec.styles[cls]
     y, x = _grid(size)
     a = rng.uniform(*spec.object_size) * size
     b = a * rng.uniform(*BODY_ASPECT)
@@ -562,7 +592,7 @@ def _layout(rng: np.random.Generator, size: int, spec: SynthSpec) -> tuple[list[
     that cannot be placed without hiding too much of an earlier one (or being mostly
     outside the image) after MAX_PLACEMENT_TRIES is dropped.
     """
-    frequencies = np.array([style.frequency for style in CLASSES[:spec.num_classes]])
+    frequencies = np.array([style.frequency for style in spec.styles])
     n_classes = _choose(rng, spec.classes_per_image)
     drawn = rng.choice(spec.num_classes, size=n_classes, replace=False, p=frequencies / frequencies.sum())
     classes = [int(k) for k in drawn]
@@ -627,13 +657,15 @@ def render_sample(rng: np.random.Generator, size: int, spec: SynthSpec = DEFAULT
         absent = [k for k in range(spec.num_classes) if k not in placed]
         context = absent[int(rng.integers(len(absent)))] if absent else None
     img = _generic_background(rng, size)
+    head_colours = HEAD_COLOURS[spec.class_set]
     if context is None:
-        _draw_distractors(rng, img, int(rng.integers(spec.distractors[0], spec.distractors[1] + 1)))
+        _draw_distractors(rng, img, int(rng.integers(spec.distractors[0], spec.distractors[1] + 1)), head_colours)
     else:
-        name = CLASSES[context].context
+        name = spec.styles[context].context
         band = _context_band(rng, size, name, spec.context_extent)
         img = np.where(band[..., None], CONTEXTS[name](rng, size), img)
-        _draw_distractors(rng, img, int(rng.integers(spec.distractors_context[0], spec.distractors_context[1] + 1)))
+        _draw_distractors(rng, img, int(rng.integers(spec.distractors_context[0], spec.distractors_context[1] + 1)),
+                          head_colours)
 
     for j, geom in enumerate(shapes):
         img = np.where((top == j + 1)[..., None], geom.colour, img)
@@ -655,7 +687,7 @@ def render_sample(rng: np.random.Generator, size: int, spec: SynthSpec = DEFAULT
             continue  # all of it is ignore band: no label says it is there, so no tag either
         rows, cols = np.nonzero(visible)
         objects.append(SynthObject(
-            class_index=cls, name=CLASSES[cls].name, head=geom.head, body=geom.body, visible=visible,
+            class_index=cls, name=spec.styles[cls].name, head=geom.head, body=geom.body, visible=visible,
             bbox=(int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())),
         ))
     co_occurring = band if context is not None and context in placed else np.zeros_like(band)
@@ -851,14 +883,15 @@ def generate(out_dir: str | Path, *, n_train: int = 200, n_val: int = 60, size: 
     write_json(out / "synth.json", {
         "generator": "rpnet.data.synthetic", "format": fmt, "n_train": n_train, "n_val": n_val,
         "size": size, "seed": seed, "classes": _class_list(spec),
-        "contexts": {style.name: style.context for style in CLASSES[:spec.num_classes]},
+        "contexts": {style.name: style.context for style in spec.styles},
         "spec": to_dict(spec),
     })
     return out
 
 
 __all__ = [
-    "CLASSES", "CLASS_NAMES", "COCO_CATEGORY_IDS", "DEFAULT_SPEC", "PROFILES", "ClassStyle", "Sample", "SynthObject",
+    "CLASSES", "CLASS_NAMES", "CLASS_SETS", "COCO_CATEGORY_IDS", "DEFAULT_SPEC", "PRETRAIN_CLASSES", "PROFILES",
+    "ClassStyle", "Sample", "SynthObject",
     "SynthSpec", "spec_from_overrides",
     "generate", "render_indexed", "render_sample", "sample_id",
 ]
