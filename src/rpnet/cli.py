@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the layout OUT_DIR is written in (default: voc)")
     synth.add_argument("--profile", default="default",
                        help="the dataset design: default, large-objects, small-context, distinct-bodies, crowded, "
-                            "few-classes (rpnet.data.synthetic.PROFILES)")
+                            "few-classes; pretrain: twelve other classes, for rpnet pretrain (rpnet.data.synthetic.PROFILES)")
     synth.add_argument("--spec", dest="spec", action="append", default=[], metavar="KEY=VALUE",
                        help="change one field of the design, e.g. --spec context_prob=0.8 (repeatable; "
                             "rpnet.data.synthetic.SynthSpec lists them)")

@@ -26,6 +26,7 @@ from rpnet.data.synthetic import (
     PRETRAIN_CLASSES,
     PROFILES,
     STRAY_CONTEXT_PROB,
+    SUITE_PROFILES,
     SynthSpec,
     generate,
     part_map,
@@ -244,6 +245,7 @@ def test_the_pretrain_profile_draws_the_twelve_classes_with_their_names_and_cont
     categories = json.loads((coco / "annotations" / "instances_train2014.json").read_text())["categories"]
     assert [c["id"] for c in categories] == list(COCO_CATEGORY_IDS[:12])
     assert set(CLASS_SETS) == {"default", "pretrain"}
+    assert "pretrain" not in SUITE_PROFILES and {"default", "small-context", "few-classes"} <= set(SUITE_PROFILES)
 
 
 def test_an_unknown_class_set_or_too_many_classes_for_it_is_refused():

@@ -290,6 +290,8 @@ PROFILES: dict[str, SynthSpec] = {
     # The twelve other classes `rpnet pretrain` trains a backbone on (the default design otherwise).
     "pretrain": SynthSpec(class_set="pretrain", num_classes=len(PRETRAIN_CLASSES)),
 }
+# The designs of the generalisation suite: every profile of the built-in classes.
+SUITE_PROFILES: tuple[str, ...] = tuple(name for name, spec in PROFILES.items() if spec.class_set == "default")
 
 
 @dataclass(frozen=True)
@@ -891,7 +893,7 @@ def generate(out_dir: str | Path, *, n_train: int = 200, n_val: int = 60, size: 
 
 __all__ = [
     "CLASSES", "CLASS_NAMES", "CLASS_SETS", "COCO_CATEGORY_IDS", "DEFAULT_SPEC", "PRETRAIN_CLASSES", "PROFILES",
-    "ClassStyle", "Sample", "SynthObject",
+    "SUITE_PROFILES", "ClassStyle", "Sample", "SynthObject",
     "SynthSpec", "spec_from_overrides",
     "generate", "render_indexed", "render_sample", "sample_id",
 ]
