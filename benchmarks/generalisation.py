@@ -55,7 +55,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config change for every run (e.g. model.pretrained=PATH from rpnet pretrain)")
     args = parser.parse_args()
-    results = {}
+    # Rows of earlier invocations into the same --out stay (e.g. --models baseline, then --models rpnet).
+    results = read_json(args.out / "suite.json") if (args.out / "suite.json").exists() else {}
     for profile in args.profiles:
         data = args.out / "data" / profile
         if not (data / "synth.json").exists():
