@@ -6,7 +6,7 @@ none) can make a stand-in: generate a large synthetic dataset of the twelve clas
 multi-label classifier of stage 1 on it (train-cam with ``model.prototypes=false``, ``configs/synthetic.yaml``
 otherwise), and write its backbone in the family's own key layout (torchvision's for ResNets), so that
 ``model.pretrained=OUT/backbone.safetensors`` loads it exactly as it loads ImageNet weights: batch norm
-frozen at the pretraining statistics, stem frozen, block1-2 detached in IRN, as for ImageNet.
+frozen at the pretraining statistics, stem frozen, block2 detached in the classifier, as for ImageNet.
 
     OUT/data/                   the generated dataset (``rpnet synth --profile pretrain``)
     OUT/work/                   the train-cam work dir (a killed run resumes from its checkpoint)
@@ -27,8 +27,8 @@ from .demo import synthetic_config
 from .errors import RpnetError
 from .io import read_json
 from .layout import WorkDir
-from .models.build import CLASSIFIER_BACKBONE_PREFIX
-from .models.weights import read_weights, save_safetensors
+from .models.build import CLASSIFIER_BACKBONE_PREFIX, classifier_backbone_state
+from .models.weights import save_safetensors
 from .pipeline.runner import run_pipeline
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,9 @@ N_VAL = 20  # a small val split, so the folder is an ordinary dataset; pretraini
 
 
 def backbone_state(classifier_weights: Path) -> dict:
-    """The backbone's tensors of a classifier weights file (train-cam's), its prefix removed.
-
-    The head (classifier and prototype layers) is left out; batch norm's running statistics stay.
-    """
-    state = {key.removeprefix(CLASSIFIER_BACKBONE_PREFIX): value
-             for key, value in read_weights(classifier_weights).items() if key.startswith(CLASSIFIER_BACKBONE_PREFIX)}
+    """:func:`~rpnet.models.build.classifier_backbone_state` of train-cam's weights; a file without a
+    backbone is an error (there would be nothing to write)."""
+    state = classifier_backbone_state(classifier_weights)
     if not state:
         raise RpnetError(f"{classifier_weights} holds no '{CLASSIFIER_BACKBONE_PREFIX}*' tensors")
     return state

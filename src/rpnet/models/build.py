@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch import nn
+from torch import Tensor, nn
 
 from ..config import ModelConfig, TrainSegConfig
 from ..errors import ConfigError, RpnetError
@@ -35,6 +35,13 @@ def build_classifier(model: ModelConfig, num_classes: int, *, load_pretrained: b
     return RPNetClassifier(backbone, num_classes, settings, detach_block2=detach_block2)
 
 
+def classifier_backbone_state(source: Path) -> dict[str, Tensor]:
+    """The backbone's tensors of the classifier's weights file ``source``, the prefix removed and the head
+    (classifier and prototype layers) left out; batch norm's running statistics stay."""
+    return {k.removeprefix(CLASSIFIER_BACKBONE_PREFIX): v for k, v in read_weights(source).items()
+            if k.startswith(CLASSIFIER_BACKBONE_PREFIX)}
+
+
 def load_classifier_backbone(backbone: nn.Module, source: Path, *, missing_hint: str, mismatch_hint: str) -> Path:
     """Copy the backbone of the classifier's weights file ``source`` into ``backbone``.
 
@@ -43,8 +50,7 @@ def load_classifier_backbone(backbone: nn.Module, source: Path, *, missing_hint:
     """
     if not source.is_file():
         raise RpnetError(f"no classifier weights at {source} {missing_hint}")
-    state = {k.removeprefix(CLASSIFIER_BACKBONE_PREFIX): v for k, v in read_weights(source).items()
-             if k.startswith(CLASSIFIER_BACKBONE_PREFIX)}
+    state = classifier_backbone_state(source)
     problems = check_state_dict(backbone, state)
     if problems:
         raise ConfigError(f"{source}: the classifier's backbone {mismatch_hint}; " + "; ".join(problems))
