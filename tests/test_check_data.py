@@ -306,3 +306,15 @@ def test_report_text_lists_splits_side_by_side(tiny_voc):
     person = next(line for line in lines if line.strip().startswith("person"))
     assert person.split() == ["person", "3", "2"]
     assert findings_json(check_data(config(tiny_voc)))["ok"] is True
+
+
+def test_the_calibration_split_is_described_or_refused_by_name(folder):
+    (folder / "calib.txt").write_text("synth_000001.png\nsynth_000003.png\n")
+    findings = check_data(config(folder, "data.calibration_split=calib", fmt="folder"))
+    assert findings.ok
+    assert any("calibration split 'calib': 2 images with masks" in note for note in findings.notes)
+    assert any("calibration split 'calib' has 2 images" in warning for warning in findings.warnings)
+    (folder / "calib.txt").write_text("synth_000009.png\n")  # a validation image
+    findings = check_data(config(folder, "data.calibration_split=calib", fmt="folder"))
+    assert not findings.ok
+    assert any("not in the training split 'train': synth_000009.png" in error for error in findings.errors)

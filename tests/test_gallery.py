@@ -64,6 +64,16 @@ def test_pages_rows_panels_legend_and_the_finder(work):
         assert Image.open(work / "gallery" / src).size == (12, 8)  # smaller than a thumbnail: kept
 
 
+def test_the_front_page_shows_the_estimates_of_a_calibration_split(work):
+    assert "Estimated quality" not in write_gallery(work).read_text()
+    (work / "metrics.json").write_text(json.dumps({"cam_miou_estimate": 41.23, "cam_miou_estimate_low": 33.1,
+                                                   "cam_miou_estimate_high": 49.3, "pseudo_miou_estimate": 50.0,
+                                                   "pseudo_miou_estimate_low": 40.0,
+                                                   "pseudo_miou_estimate_high": 60.0}))
+    text = write_gallery(work).read_text()
+    assert ("CAM 41.2 (90 % interval 33.1-49.3); pseudo masks 50.0 (90 % interval 40.0-60.0)") in text
+
+
 def test_a_rewrite_draws_only_the_rows_whose_sources_changed(work):
     write_gallery(work)
     drawn = {p: p.stat().st_mtime_ns for p in (work / "gallery" / "thumbs").rglob("*.png")}

@@ -295,3 +295,17 @@ def test_calibration_section_lists_each_runs_thresholds_and_their_source(tmp_pat
     page = Page(write_report({"a": a, "b": b}, tmp_path / "r.html").read_text())
     assert page.tables["calibration_table"][1:] == [["make-pseudo: bg_threshold", "0.230 (calibrated)",
                                                      "0.250 (configured)"]]
+
+
+def test_estimates_from_a_calibration_split_show_with_their_interval(tmp_path):
+    from rpnet.calibration import MaskCalibration, write_calibration
+
+    a = make_work_dir(tmp_path / "a", {"cam_miou": 50.0, "cam_miou_estimate": 41.23, "cam_miou_estimate_low": 33.1,
+                                      "cam_miou_estimate_high": 49.3})
+    b = make_work_dir(tmp_path / "b", {"cam_miou": 45.0})
+    write_calibration(a / "eval_cam", {"cam_threshold": "auto"}, {"cam_threshold": 0.18},
+                      masks=MaskCalibration("few", ("x", "y"), {"cam_threshold": 0.4}))
+    page = Page(write_report({"a": a, "b": b}, tmp_path / "r.html").read_text())
+    assert ["CAM: mIoU estimated from the calibration masks (%)", "41.2 (90 % interval 33.1-49.3)", "—"] in \
+        page.tables["metrics_table"]
+    assert page.tables["calibration_table"][1:] == [["eval-cam: cam_threshold", "0.400 (chosen on masks)", ""]]

@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .config import Config, DataConfig
-from .data.build import build_dataset
+from .data.build import build_dataset, calibration_dataset
 from .data.dataset import MAX_IDS_REPORTED, ImageRecord, TaggedImages, read_mask_file
 from .data.images import read_image
 from .data.subsets import stratified_fraction
@@ -378,10 +378,29 @@ def check_data(cfg: Config, config: str = "", workers: int | None = None) -> Dat
     assess(findings, resize_long=resize_long, fraction=data.fraction, eval_stages=eval_stages,
            untagged_as_background=cfg.train_seg.untagged == "background",
            folder_split_files=split_files)
+    check_calibration_split(findings, data)
     train = splits[0]
     if train.error is None and train.training_images:
         findings.errors.extend(stage_check_errors(cfg))
     return findings
+
+
+def check_calibration_split(findings: DataFindings, data: DataConfig) -> None:
+    """What ``data.calibration_split`` holds (docs/calibration.md), or why a run would refuse it."""
+    if data.calibration_split is None:
+        return
+    try:
+        with quiet("rpnet.data"):
+            images = calibration_dataset(data)
+    except RpnetError as exc:
+        findings.errors.append(str(exc))
+        return
+    findings.notes.append(f"calibration split {data.calibration_split!r}: {count(len(images), 'image')} with masks: "
+                          "the thresholds and the label source are chosen on them, and they are never scored")
+    if len(images) < FEW_IMAGES:
+        findings.warnings.append(f"calibration split {data.calibration_split!r} has {count(len(images), 'image')}: "
+                                 f"with fewer than {FEW_IMAGES} the quality estimate is rough (none with one image); "
+                                 "10-20 is a good size")
 
 
 # --------------------------------------------------------------------------- output

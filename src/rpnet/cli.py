@@ -137,7 +137,8 @@ def _add_predict_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_data_parsers(sub: argparse._SubParsersAction) -> None:
-    """``rpnet check-data`` (the dataset a config names, checked before a run) and ``rpnet export-masks``."""
+    """``rpnet check-data`` (the dataset a config names, checked before a run), ``rpnet export-masks`` and
+    ``rpnet import-masks``."""
     check = sub.add_parser(
         "check-data", help="check the dataset a config names: what a run would trip on, in seconds",
         description="Read every image and mask of data.train_split and data.eval_split as a run would and report "
@@ -157,6 +158,22 @@ def _add_data_parsers(sub: argparse._SubParsersAction) -> None:
     masks.add_argument("--out", type=Path, required=True, help="output folder")
     masks.add_argument("--format", dest="fmt", choices=("png", "coco"), default="png", help="default: png")
     masks.set_defaults(command="export-masks")
+
+    imports = sub.add_parser(
+        "import-masks", help="masks outlined in labelme or CVAT / Label Studio (COCO) into a folder dataset",
+        description="Draw labelme JSON files (SRC: a folder of them) or a COCO instances file (SRC) into "
+                    "OUT/masks/<image>.png, the folder layout's masks, and with --split NAME list the images in "
+                    "OUT/NAME.txt (e.g. for data.calibration_split). Every problem is reported at once and nothing "
+                    "is written until there is none. docs/own-data.md walks through it.",
+    )
+    imports.add_argument("src", type=Path, help="labelme: a folder of .json files (or one); coco: the instances .json")
+    imports.add_argument("--format", dest="fmt", choices=("labelme", "coco"), required=True)
+    imports.add_argument("--out", type=Path, required=True, help="the folder dataset (with images/ in it)")
+    imports.add_argument("--classes", type=Path, default=None,
+                         help="class list, background first (default: OUT/classes.txt)")
+    imports.add_argument("--split", default=None, metavar="NAME", help="also write OUT/NAME.txt listing the images")
+    imports.add_argument("--overwrite", action="store_true", help="replace masks and a split file that differ")
+    imports.set_defaults(command="import-masks")
 
 
 def _run_check_data(args: argparse.Namespace) -> None:
@@ -180,6 +197,17 @@ def _run_export_masks(args: argparse.Namespace) -> None:
     if missing:
         print(f"{len(missing)} images of the split have no pseudo mask yet (make-pseudo unfinished?): "
               f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}")
+
+
+def _run_import_masks(args: argparse.Namespace) -> None:
+    from .mask_import import import_masks
+
+    result = import_masks(args.src, args.fmt, args.out, classes=args.classes, split=args.split,
+                          overwrite=args.overwrite)
+    print(f"{result['masks']} masks imported into {args.out / 'masks'}: {len(result['written'])} file(s) written, "
+          f"{len(result['unchanged'])} unchanged" + (f"; images listed in {result['split']} (use it with "
+                                                      f"--set data.calibration_split={args.split})"
+                                                      if result["split"] else ""))
 
 
 def _run_predict(args: argparse.Namespace) -> None:
@@ -256,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_check_data(args)
         elif args.command == "export-masks":
             _run_export_masks(args)
+        elif args.command == "import-masks":
+            _run_import_masks(args)
         elif args.command in ("run", "status", "sweep"):
             from .pipeline.commands import run_command
 

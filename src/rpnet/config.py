@@ -93,6 +93,10 @@ class DataConfig:
     eval_split: str = "val"
     fraction: float = 1.0  # keep this fraction of each class's training images (Table II)
     sbd_root: Path | None = None  # SBD folder; with train_split "train_aug" (VOC only)
+    # A handful of training images with masks the user declares as input (docs/calibration.md, "With a few
+    # masks"): every `auto` value is then chosen where these masks say, and they are never scored. VOC:
+    # ImageSets/Segmentation/NAME.txt; folder and COCO: NAME.txt in data.root (image ids = file stems).
+    calibration_split: str | None = None
     num_workers: Count = 0  # DataLoader worker processes
 
     def __post_init__(self) -> None:
@@ -309,6 +313,9 @@ class PseudoConfig:
     # Background score against the walked CAMs; auto: from the walked scores (make_pseudo/calibration.json).
     # IRN's VOC value is 0.25.
     bg_threshold: Threshold = AUTO
+    # Which labels make-pseudo writes: the walk's, the CAM's (at eval-cam's threshold), or auto: with a
+    # calibration split the one that scores better on its masks, without one the walk's.
+    source: Literal["auto", "walk", "cam"] = "auto"
     split: str | None = None  # None: data.train_split
 
     def __post_init__(self) -> None:
@@ -333,6 +340,8 @@ class TrainSegConfig:
     # Images of the split without tags: "background" trains on them as all-background examples (their
     # pseudo masks are background: no tag, no CAM); "drop" leaves them out, as the classifier does.
     untagged: Literal["background", "drop"] = "background"
+    # The images of data.calibration_split train on their true masks in place of their pseudo masks.
+    calibration_masks: bool = True
     # Score the model on data.eval_split (one scale, its images with masks) every this many epochs: val_miou
     # in log.jsonl and the report, the best epoch's weights kept as best.safetensors. 0: never; no masks: never.
     val_every: Count = 1

@@ -233,9 +233,26 @@ def write_gallery(work_dir: str | Path, run: GalleryRun | None = None, page_size
               ": '#'; });</script>")
     links = " ".join(f'<a href="{page_name(p)}">{p}</a>' for p in range(1, pages + 1))
     body = (f"<p>{len(records)} tagged images of split {html.escape(run.split)}, {page_size} per page: "
-            f"{links}</p>\n{finder}\n<h2>Colours</h2>\n{legend_html(class_names)}\n<h2>Images per class</h2>\n"
+            f"{links}</p>\n{quality_html(work_dir)}{finder}\n<h2>Colours</h2>\n{legend_html(class_names)}\n<h2>Images per class</h2>\n"
             f"{counts_html(class_counts(records, class_names))}")
     return atomic_write_text(out / "index.html", page_html(f"{work_dir.name}: gallery", body))
+
+
+def quality_html(work_dir: Path) -> str:
+    """The mIoU estimates a calibration split gave (metrics.json), as a paragraph; "" without them."""
+    from .calibration import ESTIMATES, estimate_text
+
+    path = WorkDir(work_dir).metrics
+    try:
+        metrics = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        metrics = {}
+    texts = [f"{what} {text}" for prefix, what in ESTIMATES.items()
+             if isinstance(metrics, dict) and (text := estimate_text(metrics, prefix))]
+    if not texts:
+        return ""
+    return (f"<p><b>Estimated quality</b> (mIoU %, from the masks of the calibration split, which nothing is "
+            f"scored on): {html.escape('; '.join(texts))}.</p>\n")
 
 
 def page_name(page: int) -> str:

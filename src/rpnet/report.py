@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure  # a bare Figure renders with Agg and touches no pyplot state
 
 from . import __version__
-from .calibration import CALIBRATION_FILE, calibration_entries
+from .calibration import CALIBRATION_FILE, ESTIMATES, MASKS, calibration_entries, estimate_text
 from .config import AUTO
 from .gallery import ROW_STYLE, legend_html, read_gallery_run, sample_rows, thumbnail_png, write_gallery
 from .io import atomic_write_text, read_json, read_jsonl
@@ -120,9 +120,16 @@ def metrics_section(runs: list[Run]) -> str:
         values = [number(run.metrics.get(key)) for run in runs]
         if any(v is not None for v in values):
             rows[label] = [format_number(v, fmt) for v in values]
+    for prefix, what in ESTIMATES.items():  # a calibration split's estimates, with their intervals
+        texts = [estimate_text(run.metrics, prefix) for run in runs]
+        if any(texts):
+            rows[f"{what}: mIoU estimated from the calibration masks (%)"] = [t or MISSING for t in texts]
     if not rows:
         return ""
     return section("metrics", "Metrics", [table("metrics_table", "", [run.name for run in runs], rows)])
+
+
+SOURCE_WORDS = {AUTO: "calibrated", MASKS: "chosen on masks", "config": "configured"}
 
 
 def calibration_section(runs: list[Run]) -> str:
@@ -133,11 +140,12 @@ def calibration_section(runs: list[Run]) -> str:
         for path in sorted(run.work_dir.glob(f"*/{CALIBRATION_FILE}")):
             for key, value, source in calibration_entries(path):
                 rows.setdefault(f"{path.parent.name.replace('_', '-')}: {key}", [""] * len(runs))[i] = (
-                    f"{value:.3f} ({'calibrated' if source == AUTO else 'configured'})")
+                    f"{value:.3f} ({SOURCE_WORDS.get(source, source)})")
     if not rows:
         return ""
-    note = ("<p>Thresholds chosen from the data without ground truth (<code>auto</code>) or given in the config; "
-            "each stage writes them to its <code>calibration.json</code>.</p>")
+    note = ("<p>Thresholds chosen from the data without ground truth (<code>auto</code>), chosen on the masks of "
+            "the calibration split (<code>data.calibration_split</code>), or given in the config; each stage writes "
+            "them to its <code>calibration.json</code>.</p>")
     return section("calibration", "Calibrated thresholds", [note, table("calibration_table", "", [r.name for r in runs], rows)])
 
 

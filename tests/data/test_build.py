@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 
 from rpnet.config import DataConfig
-from rpnet.data.build import LOADERS, build_dataset
+from rpnet.data.build import (LOADERS, build_dataset, calibration_dataset, calibration_split_file,
+                              outside_calibration_split)
 from rpnet.errors import ConfigError, DataError
-from rpnet.io import save_image
+from rpnet.io import load_mask, save_image
 
-from .fixtures import SBD_MASKS, TRAIN_AUG_BY_HAND, make_coco, make_folder, make_sbd, make_voc, solid_image, write_lines
+from .fixtures import (SBD_MASKS, TRAIN_AUG_BY_HAND, VOC_TRAIN, make_coco, make_folder, make_sbd, make_voc, solid_image,
+                       write_lines)
 
 
 def test_every_format_builds(tmp_path):
@@ -97,3 +99,53 @@ def test_masks_only_when_asked(tmp_path):
     plain = build_dataset(data, "val")
     assert not plain.has_masks and plain.mask_loader is None and "mask" not in plain[0]
     assert build_dataset(data, "val", masks=True).has_masks
+
+
+# --------------------------------------------------------------------------- the calibration split
+
+
+def test_the_calibration_split_is_training_images_with_masks_in_the_file_order(tmp_path):
+    root = make_folder(tmp_path)
+    write_lines(root / "calib.txt", ["# outlined by hand", "a.jpg"])
+    data = DataConfig(format="folder", root=root, calibration_split="calib")
+    assert calibration_split_file(data) == root / "calib.txt"
+    images = calibration_dataset(data)
+    assert images.ids == ["a"] and images.has_masks
+    np.testing.assert_array_equal(images[0]["mask"], load_mask(root / "masks" / "a.png"))
+    assert calibration_dataset(DataConfig(format="folder", root=root)) is None
+    # the eval stages score everything else
+    train = build_dataset(data, "train", masks=True)
+    assert outside_calibration_split(train, data).ids == ["d"]
+    assert outside_calibration_split(train, DataConfig(format="folder", root=root)).ids == ["a", "d"]
+
+
+def test_a_calibration_image_outside_the_training_split_or_without_a_mask_is_refused_by_name(tmp_path):
+    root = make_folder(tmp_path)
+    data = DataConfig(format="folder", root=root, calibration_split="calib")
+    write_lines(root / "calib.txt", ["a", "b.png"])  # b is no training image (train.txt: a, d)
+    with pytest.raises(DataError, match=r"calib.txt: 1 image\(s\) are not in the training split 'train': b.png"):
+        calibration_dataset(data)
+    write_lines(root / "calib.txt", ["d"])  # d has no mask
+    with pytest.raises(DataError, match=r"1 image\(s\) have no mask: d"):
+        calibration_dataset(data)
+    write_lines(root / "calib.txt", ["a", "a.jpg"])
+    with pytest.raises(DataError, match="twice"):
+        calibration_dataset(data)
+    write_lines(root / "calib.txt", ["# nothing"])
+    with pytest.raises(DataError, match="lists no image"):
+        calibration_dataset(data)
+    (root / "calib.txt").unlink()
+    with pytest.raises(DataError, match="split file not found"):
+        calibration_dataset(data)
+
+
+def test_calibration_splits_of_voc_and_coco(tmp_path):
+    voc = make_voc(tmp_path / "voc")
+    write_lines(voc / "ImageSets" / "Segmentation" / "few.txt", [VOC_TRAIN[0]])
+    images = calibration_dataset(DataConfig(format="voc", root=voc, calibration_split="few"))
+    assert images.ids == [VOC_TRAIN[0]] and images[0]["mask"].shape == (16, 16)
+    coco = make_coco(tmp_path / "coco", split="train2014")
+    write_lines(coco / "few.txt", ["COCO_val2014_000000000042"])  # COCO: image ids are the file stems
+    data = DataConfig(format="coco", root=coco, train_split="train2014", calibration_split="few")
+    images = calibration_dataset(data)
+    assert images.ids == ["COCO_val2014_000000000042"] and (images[0]["mask"] == 255).any()  # the crowd

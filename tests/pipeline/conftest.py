@@ -19,6 +19,7 @@ from rpnet import stages
 from rpnet.config import load_config, to_dict
 from rpnet.io import atomic_write_text
 from rpnet.layout import WorkDir, update_metrics
+from rpnet.pipeline.fingerprint import declared_value
 from rpnet.stages.common import stage_dir
 
 ITEMS = 4
@@ -52,7 +53,7 @@ class FakePipeline:
         raw = to_dict(cfg)
         spec = stages.stage(name)
         upstream = [(WorkDir(cfg.work_dir).stage(u) / "item0.txt").read_text() for u in spec.upstream]
-        content = json.dumps({"stage": name, "sections": {s: raw[s] for s in spec.sections},
+        content = json.dumps({"stage": name, "sections": {s: declared_value(raw, s) for s in spec.sections},
                               "upstream": upstream}, sort_keys=True)
         for i in range(ITEMS):
             if self.kill.get(name) == i:

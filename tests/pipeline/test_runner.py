@@ -53,10 +53,12 @@ def test_a_changed_section_reruns_its_stages_and_those_below_only(fake, fake_cfg
     assert fake.outputs(cfg.work_dir) == fake.outputs(fresh.work_dir)  # no stale item kept
     fake.ran()
 
-    cfg = fake_cfg("ir_label.fg_threshold=0.4", "eval_cam.threshold=0.25")
+    cfg = fake_cfg("ir_label.fg_threshold=0.4", "eval_cam.num_pictures=2", "eval_cam.threshold=0.25")
     run_pipeline(cfg)
-    assert fake.ran() == ["eval-cam", "eval-pseudo"]
+    assert fake.ran() == ["eval-cam", "make-pseudo", "eval-pseudo"]  # make-pseudo reads eval_cam.threshold only
     assert json.loads((cfg.work_dir / "metrics.json").read_text())["cam_miou"] == 25.0
+    run_pipeline(fake_cfg("ir_label.fg_threshold=0.4", "eval_cam.num_pictures=3", "eval_cam.threshold=0.25"))
+    assert fake.ran() == ["eval-cam", "eval-pseudo"]
 
 
 def test_runtime_keys_rerun_nothing(fake, fake_cfg):

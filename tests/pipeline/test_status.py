@@ -43,6 +43,9 @@ def test_status_of_a_folder_that_is_no_work_dir_is_an_error(tmp_path, capsys):
 def test_figures_keep_numbers_and_leave_tables_out():
     assert figures({"cam_miou": 48.3, "cam_threshold": 0.25, "cam_per_class": {"cat": 1.0}, "ok": True}) == \
         "cam_miou 48.30, cam_threshold 0.25"
+    # counts as integers; an estimate with its interval
+    assert figures({"cam_images": 190, "cam_miou_estimate": 41.2, "cam_miou_estimate_low": 33.1,
+                    "cam_miou_estimate_high": 49.35}) == "cam_images 190, cam_miou_estimate 41.20 [33.10, 49.35]"
 
 
 def test_status_shows_the_thresholds_a_stage_calibrated(fake, fake_cfg):

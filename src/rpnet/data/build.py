@@ -20,8 +20,9 @@ from ..errors import ConfigError, DataError
 from .coco import load_coco
 from .dataset import ImageRecord, MaskLoader, TaggedImages, Transform, drop_untagged
 from .folder import load_folder
+from .images import safe_join
 from .subsets import stratified_fraction
-from .voc import load_voc, voc_mask_loader
+from .voc import SPLIT_FOLDER, load_voc, read_split, voc_mask_loader
 
 logger = logging.getLogger(__name__)
 
@@ -111,4 +112,72 @@ def build_dataset(
     return dataset
 
 
-__all__ = ["build_dataset", "LOADERS"]
+def calibration_split_file(data: DataConfig) -> Path | None:
+    """Where ``data.calibration_split`` is listed: VOC ``ImageSets/Segmentation/NAME.txt``, folder and
+    COCO ``NAME.txt`` in ``data.root``; None when no calibration split is set."""
+    if data.calibration_split is None or data.root is None:
+        return None
+    folder = Path(data.root) / SPLIT_FOLDER if data.format == "voc" else Path(data.root)
+    return safe_join(folder, f"{data.calibration_split}.txt")
+
+
+def calibration_split_entries(data: DataConfig) -> list[str]:
+    """The lines of the calibration split's file (image ids or file names; ``#`` comments left out);
+    [] without a calibration split; a DataError for a missing or empty file."""
+    path = calibration_split_file(data)
+    if path is None:
+        return []
+    entries = [e for e in read_split(path) if not e.startswith("#")]
+    if not entries:
+        raise DataError(f"calibration split {path} lists no image")
+    return entries
+
+
+def outside_calibration_split(dataset: TaggedImages, data: DataConfig) -> TaggedImages:
+    """``dataset`` without the images of ``data.calibration_split`` (what the eval stages score: the
+    images thresholds were chosen on are never scored); ``dataset`` itself without a calibration split."""
+    entries = set(calibration_split_entries(data))
+    if not entries:
+        return dataset
+    return dataset.subset([i for i, r in enumerate(dataset.records) if r.id not in entries
+                           and r.image.name not in entries])
+
+
+def calibration_dataset(data: DataConfig, transform: Transform | None = None) -> TaggedImages | None:
+    """The images of ``data.calibration_split`` with their masks, in the split file's order; None without one.
+
+    The split names training images (of ``data.train_split``) that have masks: the one set of masks
+    the user declares as input, from which the stages choose their ``auto`` values
+    (:mod:`rpnet.calibration`) and which train-seg may train on; no eval stage scores them. Each line
+    is an image id (the file stem) or, in the folder layout, the image's file name. Raises
+    :class:`DataError` naming the file and the images for a missing or empty list, an image that is
+    not a training image, or one without a mask.
+    """
+    path = calibration_split_file(data)
+    if path is None:
+        return None
+    entries = calibration_split_entries(data)
+    train = build_dataset(data, data.train_split, transform, masks=True)
+    position = {r.id: i for i, r in enumerate(train.records)}
+    position.update({r.image.name: i for i, r in enumerate(train.records)})
+    outside = [e for e in entries if e not in position]
+    if outside:
+        raise DataError(f"calibration split {path}: {len(outside)} image(s) are not in the training split "
+                        f"{data.train_split!r}: {', '.join(outside[:MAX_LISTED])}")
+    picked = [position[e] for e in entries]
+    if len(set(picked)) < len(picked):
+        raise DataError(f"calibration split {path} lists an image twice (by id and by file name)")
+    dataset = train.subset(picked)
+    loader = dataset.mask_loader  # COCO's paints every image; VOC's reads SBD's .mat files
+    without = [r.id for r in dataset.records if r.mask is None and (loader is None or loader(r) is None)]
+    if without:
+        raise DataError(f"calibration split {path}: {len(without)} image(s) have no mask: "
+                        f"{', '.join(without[:MAX_LISTED])} (a calibration image needs its mask)")
+    return dataset
+
+
+MAX_LISTED = 10  # image names an error lists
+
+
+__all__ = ["build_dataset", "calibration_dataset", "calibration_split_entries", "calibration_split_file",
+           "outside_calibration_split", "LOADERS"]

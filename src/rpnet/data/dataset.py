@@ -57,6 +57,18 @@ def read_mask_file(record: ImageRecord) -> np.ndarray | None:
         raise DataError(f"cannot read mask {path}: {exc}") from None
 
 
+@dataclass(frozen=True)
+class MasksOf:
+    """A mask loader that reads the masks of the images ``ids`` with ``loader`` (a layout's own: COCO's
+    painter, VOC's SBD reader) and every other record's mask file. Picklable, for spawned workers."""
+
+    ids: frozenset[str]
+    loader: MaskLoader
+
+    def __call__(self, record: ImageRecord) -> np.ndarray | None:
+        return self.loader(record) if record.id in self.ids else read_mask_file(record)
+
+
 class TaggedImages(Dataset):
     """Images with multi-hot tags (and masks when the layout has them).
 

@@ -26,9 +26,19 @@ def work_dir_config(work_dir: str | Path) -> Config:
 
 
 def figures(metrics: dict[str, Any]) -> str:
-    """The scalar metrics a stage added, e.g. ``cam_miou 48.30, cam_threshold 0.25`` (per-class tables left out)."""
-    return ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()
-                     if isinstance(v, (int, float)) and not isinstance(v, bool))
+    """The scalar metrics a stage added, e.g. ``cam_miou 48.30, cam_threshold 0.25, cam_images 190`` (per-class
+    tables left out); an estimate with its interval as ``cam_miou_estimate 41.20 [35.10, 47.90]``."""
+    shown = []
+    for key, value in metrics.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or key.endswith(("_estimate_low",
+                                                                                         "_estimate_high")):
+            continue
+        text = f"{key} {value}" if isinstance(value, int) else f"{key} {value:.2f}"
+        low, high = metrics.get(f"{key}_low"), metrics.get(f"{key}_high")
+        if key.endswith("_estimate") and isinstance(low, (int, float)) and isinstance(high, (int, float)):
+            text += f" [{low:.2f}, {high:.2f}]"
+        shown.append(text)
+    return ", ".join(shown)
 
 
 def status_rows(statuses: dict[str, StageStatus], unscored: frozenset[str] = frozenset()) -> list[tuple[str, ...]]:

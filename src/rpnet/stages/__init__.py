@@ -28,12 +28,15 @@ class Stage:
 
     name: the command (``rpnet train-cam``) and the key in records and metrics.
     module: the module that runs it.
-    sections: the top-level config keys it reads (its fingerprint covers exactly these, plus its upstream).
+    sections: the config sections it reads (``"pseudo"``), or single keys of a section where it reads only
+        those (``"eval_cam.threshold"``); its fingerprint covers exactly these, plus its upstream.
     upstream: the stages whose outputs it reads.
     help: one line for ``rpnet --help``.
     outputs: what it writes, under its folder of the work dir (README "The pipeline").
     scores: for a stage that only scores against ground truth, the config section whose ``split`` it
         scores (empty: ``data.train_split``); ``rpnet run`` skips it when that split has no masks.
+    calibrated: it reads the masks of the calibration split (``data.calibration_split``); its
+        fingerprint covers them (:func:`rpnet.pipeline.fingerprint.calibration_fingerprint`).
     """
 
     name: str
@@ -43,6 +46,7 @@ class Stage:
     help: str
     outputs: str
     scores: str | None = None
+    calibrated: bool = False
 
 
 STAGES: tuple[Stage, ...] = (
@@ -54,30 +58,31 @@ STAGES: tuple[Stage, ...] = (
           "cams/<id>.npz"),
     Stage("eval-cam", "rpnet.stages.eval_cam", ("data", "eval_cam"), ("make-cam",),
           "stage 3: CAM mIoU and the best background threshold",
-          "calibration.json, pictures/; cam_* in metrics.json", scores="eval_cam"),
+          "calibration.json, pictures/; cam_* in metrics.json", scores="eval_cam", calibrated=True),
     # make-ir-label builds the training split with the seed (for_training=True).
     Stage("make-ir-label", "rpnet.stages.make_ir_label", ("seed", "data", "ir_label"), ("make-cam",),
           "stage 4: confident foreground/background labels from CAMs (dense CRF)",
-          "labels/<id>.png, calibration.json"),
+          "labels/<id>.png, calibration.json", calibrated=True),
     # train-irn starts from stage 1's backbone when no ImageNet weights are given.
     Stage("train-irn", "rpnet.stages.train_irn", ("seed", "data", "model", "ir_label", "train_irn"),
           ("train-cam", "make-ir-label"),
           "stage 5: train the inter-pixel relation network (boundaries, displacements)",
           "model.safetensors, last.pt, log.jsonl"),
-    # make-pseudo pads to train_irn.crop_size, as the IRN was trained.
-    Stage("make-pseudo", "rpnet.stages.make_pseudo", ("seed", "data", "model", "train_irn", "pseudo"),
+    # make-pseudo pads to train_irn.crop_size, as the IRN was trained; with pseudo.source cam (or auto with a
+    # calibration split) it thresholds the CAMs at eval_cam.threshold.
+    Stage("make-pseudo", "rpnet.stages.make_pseudo", ("seed", "data", "model", "train_irn", "pseudo", "eval_cam.threshold"),
           ("make-cam", "train-irn"),
-          "stage 6: pseudo masks by random walk on the IRN boundary map",
-          "boundaries/<id>.png, walks/<id>.npz, masks/<id>.png, calibration.json"),
+          "stage 6: pseudo masks by random walk on the IRN boundary map (or the CAMs, where masks say so)",
+          "boundaries/<id>.png, walks/<id>.npz, masks/<id>.png, calibration.json", calibrated=True),
     # eval-pseudo draws the CAM mask at eval-cam's calibrated threshold (or eval_cam.threshold's number).
     Stage("eval-pseudo", "rpnet.stages.eval_pseudo", ("data", "eval_cam", "eval_pseudo"),
           ("make-cam", "eval-cam", "make-pseudo"),
           "stage 7: pseudo-mask mIoU",
-          "pictures/; pseudo_* in metrics.json", scores="eval_pseudo"),
+          "pictures/; pseudo_* in metrics.json", scores="eval_pseudo", calibrated=True),
     # train-seg starts from stage 1's backbone when no ImageNet weights are given (backbone_init auto).
     Stage("train-seg", "rpnet.stages.train_seg", ("seed", "data", "model", "train_seg"), ("train-cam", "make-pseudo"),
           "stage 8: train the segmentation model (DeepLab) on the pseudo masks (or the ground truth)",
-          "model.safetensors, best.safetensors, last.pt, log.jsonl"),
+          "model.safetensors, best.safetensors, last.pt, log.jsonl", calibrated=True),
     # eval-seg runs without masks too: it then writes the model's predictions for its split.
     Stage("eval-seg", "rpnet.stages.eval_seg", ("data", "eval_seg"), ("train-seg",),
           "stage 9: multi-scale segmentation mIoU with and without a dense CRF; masks for submission",

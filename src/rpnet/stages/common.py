@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from ..config import Config, save_config
-from ..data.build import build_dataset
+from ..data.build import build_dataset, outside_calibration_split
 from ..data.dataset import TaggedImages
 from ..data.dataset import Transform
 from ..errors import ConfigError, DataError
@@ -26,7 +26,9 @@ def stage_dir(cfg: Config, name: str) -> Path:
 
 
 def scored_dataset(cfg: Config, split: str, what: str) -> TaggedImages:
-    """The images of ``split`` that have ground-truth masks, for scoring ``what``; an error when none has."""
+    """The images of ``split`` that have ground-truth masks, for scoring ``what``, without the images of
+    the calibration split (the masks values were chosen on are never scored); it may be empty when every
+    image with a mask is a calibration image. A DataError when no image of the split has a mask."""
     dataset = build_dataset(cfg.data, split, masks=True)
     if not dataset.has_masks:
         raise DataError(f"split {split!r} of {cfg.data.root} has no masks to score {what} against")
@@ -36,7 +38,11 @@ def scored_dataset(cfg: Config, split: str, what: str) -> TaggedImages:
             log.info("scoring %s on the %d of %d images of split %r that have masks", what, len(with_masks),
                      len(dataset), split)
             dataset = dataset.subset(with_masks)
-    return dataset
+    outside = outside_calibration_split(dataset, cfg.data)
+    if len(outside) < len(dataset):
+        log.info("scoring %s on %d images of split %r: the %d of calibration split %r are left out", what,
+                 len(outside), split, len(dataset) - len(outside), cfg.data.calibration_split)
+    return outside
 
 
 def training_images(cfg: Config, split: str | None = None) -> TaggedImages:

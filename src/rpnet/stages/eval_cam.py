@@ -4,13 +4,17 @@ The background gets a constant score (the threshold) and every pixel takes the a
 background and the tagged classes' max-normalised CAMs. ``cam_miou`` is scored at
 ``eval_cam.threshold``: with ``auto`` (the default) a threshold calibrated from the CAMs alone,
 without ground truth (docs/calibration.md): the lower edge of a three-class Otsu split of the
-tagged classes' CAM values over the split (:func:`rpnet.calibration.cam_threshold_estimate`),
-written to ``WORK_DIR/eval_cam/calibration.json``. The threshold is also swept (0.05 to 0.95 by
+tagged classes' CAM values over the split (:func:`rpnet.calibration.lower_edge_estimate`),
+written to ``WORK_DIR/eval_cam/calibration.json``. With a calibration split
+(``data.calibration_split``) the threshold is instead the one that scores best on its masks, and
+``cam_miou_estimate`` (``_low``, ``_high``: a 90 % interval) estimates from those images
+what the CAMs score elsewhere (:func:`rpnet.calibration.cam_threshold_on_masks`); every figure is
+then scored on the other images of the split, never on the calibration images. The threshold is also swept (0.05 to 0.95 by
 default) and the best one, chosen by looking at the ground truth, reported beside it as
 ``cam_miou_best`` / ``cam_threshold_best``: an oracle, the ceiling of any rule.
 
-Adds ``cam_miou``, ``cam_threshold``, ``cam_miou_best``, ``cam_threshold_best`` and
-``cam_per_class`` (at ``cam_threshold``) to ``WORK_DIR/metrics.json``; writes
+Adds ``cam_miou``, ``cam_threshold``, ``cam_miou_best``, ``cam_threshold_best``, ``cam_per_class`` (at
+``cam_threshold``) and ``cam_images`` (how many images they were scored on) to ``WORK_DIR/metrics.json``; writes
 ``WORK_DIR/eval_cam/sweep.json`` (mIoU per threshold, for the report's curve) and example
 pictures in ``WORK_DIR/eval_cam/pictures/``.
 """
@@ -26,7 +30,8 @@ import numpy as np
 from .common import scored_dataset, stage_dir
 from ..data.build import build_dataset
 from ..data.synthetic import BG_CONTEXT, BG_OTHER, PART_DIR, PART_BODY, PART_HEAD
-from ..calibration import cam_histogram, cam_threshold_estimate, resolve, write_calibration
+from ..calibration import (MaskCalibration, calibration_images, cam_histogram, lower_edge_estimate,
+                           cam_threshold_on_masks, estimate_metrics, resolve_values, write_calibration)
 from ..config import AUTO, Config
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
 from ..errors import RpnetError
@@ -57,17 +62,28 @@ def save_picture(path: Path, image: np.ndarray, cams: np.ndarray, keys: np.ndarr
     return save_panels(path, panels)
 
 
-def calibrate(cfg: Config, split: str, record_ids: list[str]) -> float:
-    """The CAM threshold of this run: ``eval_cam.threshold``'s number, or for ``auto`` the estimate from
-    the CAMs of ``record_ids`` (all ranks'); written to ``eval_cam/calibration.json``."""
+def calibrate(cfg: Config, split: str, record_ids: list[str]) -> tuple[float, dict]:
+    """The CAM threshold of this run and the metrics of its estimate: ``eval_cam.threshold``'s number, or
+    for ``auto`` the one chosen on the calibration split's masks, or without one the label-free estimate
+    from the CAMs of ``record_ids`` (all ranks'); written to ``eval_cam/calibration.json``."""
     work = WorkDir(cfg.work_dir)
     histogram = all_reduce_sum(cam_histogram([work.cam(i) for i in record_ids]))
     configured = cfg.eval_cam.threshold
-    estimate = cam_threshold_estimate(histogram, "eval_cam.threshold") if configured == AUTO else float(configured)
+    masks, metrics = None, {}
+    images = calibration_images(cfg)
+    if images is not None:  # every rank chooses on the same few images: no reduction needed
+        choice = cam_threshold_on_masks(cfg, images, configured)
+        masks = MaskCalibration(cfg.data.calibration_split, tuple(images.ids), {"cam_threshold": choice.chosen},
+                                {"cam_threshold": choice})
+        metrics = estimate_metrics("cam", choice)
+    # The label-free estimate, recorded beside a configured number or a choice made on masks.
+    estimate = lower_edge_estimate(histogram, "eval_cam.threshold", needed=configured == AUTO and masks is None)
+    configured_keys, estimates = {"cam_threshold": configured}, {"cam_threshold": estimate}
     if world().is_main:
-        write_calibration(work.stage(NAME), {"cam_threshold": configured}, {"cam_threshold": estimate},
-                          {"split": split, "cam_value_histogram": histogram.tolist()})
-    return resolve(configured, estimate)[0]
+        write_calibration(work.stage(NAME), configured_keys, estimates,
+                          {"split": split, "cam_value_histogram": histogram.tolist()}, masks)
+    values, _ = resolve_values(configured_keys, estimates, masks)
+    return values["cam_threshold"], metrics
 
 
 # metrics.json key -> region of the synthetic generator's part maps (rpnet.data.synthetic.part_map), at the
@@ -91,7 +107,17 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
     work = WorkDir(cfg.work_dir)
     current = world()
     # Calibrated on every image of the split, as make-ir-label does, not only on those with masks.
-    threshold = calibrate(cfg, split, shard(build_dataset(cfg.data, split).ids, current))
+    threshold, estimate = calibrate(cfg, split, shard(build_dataset(cfg.data, split).ids, current))
+    if estimate and current.is_main:
+        print(f"CAM mIoU estimated from the {cfg.data.calibration_split!r} masks at threshold {threshold:g}: "
+              f"{estimate['cam_miou_estimate']:.1f} (90 % interval {estimate['cam_miou_estimate_low']:.1f}-"
+              f"{estimate['cam_miou_estimate_high']:.1f})")
+    if not len(dataset):  # every image with a mask is a calibration image: the estimate is the only figure
+        if current.is_main:
+            update_metrics(cfg.work_dir, cam_threshold=threshold, cam_images=0, **estimate)
+            print(f"eval-cam: no image of {split!r} outside the calibration split has a mask: nothing to score")
+        barrier()
+        return {"cam_threshold": threshold, "cam_images": 0, **estimate}
     thresholds = sweep_thresholds(*cfg.eval_cam.sweep)
     num_labels = dataset.num_classes + 1
     chosen = ConfusionMatrix(num_labels)
@@ -128,7 +154,8 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
     for image_id, image, high, keys, gt in shown:
         save_picture(work.pictures(NAME) / f"{image_id}.png", image, high, keys, gt, threshold, dataset.class_names)
     metrics = {"cam_miou": round(miou, 2), "cam_threshold": threshold, "cam_miou_best": round(mious[best], 2),
-               "cam_threshold_best": float(thresholds[best]), "cam_per_class": per_class}
+               "cam_threshold_best": float(thresholds[best]), "cam_per_class": per_class, "cam_images": len(dataset),
+               **estimate}
     if regions is not None:
         regions.counts = all_reduce_sum(regions.counts)
         rates = regions.rates()
@@ -138,7 +165,8 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
         write_json(work.cam_sweep, {"thresholds": thresholds.tolist(), "miou": [round(m, 3) for m in mious],
                                             "threshold": threshold, "threshold_miou": round(miou, 3)})
         update_metrics(cfg.work_dir, **metrics)
-        source = "calibrated" if cfg.eval_cam.threshold == AUTO else "configured"
+        source = ("configured" if cfg.eval_cam.threshold != AUTO else
+                  "chosen on the calibration masks" if estimate or cfg.data.calibration_split else "calibrated")
         print(format_iou_table(per_class, miou, f"CAM on {split} ({len(dataset)} images), {source} background "
                                                 f"threshold {threshold:g} (best by the ground truth: "
                                                 f"{thresholds[best]:g}, {mious[best]:.1f})"))

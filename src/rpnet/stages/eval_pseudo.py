@@ -1,6 +1,8 @@
 """Stage 7: score the pseudo masks against ground-truth masks (docs/method.md stage 7).
 
-Adds ``pseudo_miou`` (percent) and ``pseudo_per_class`` to ``WORK_DIR/metrics.json`` and
+Scores the masks make-pseudo wrote (what train-seg learns from) on the split's images that have
+masks, the calibration split's left out. Adds ``pseudo_miou`` (percent), ``pseudo_per_class`` and
+``pseudo_images`` (how many images were scored) to ``WORK_DIR/metrics.json`` and
 writes example pictures to ``WORK_DIR/eval_pseudo/pictures/``: the image, the CAM mask (at
 the CAM threshold eval-cam scores: ``eval_cam.threshold``, or make-pseudo's calibration for ``auto``),
 the boundary map, the pseudo mask and the ground truth. The CAM and boundary panels are left
@@ -54,6 +56,12 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
     split = cfg.eval_pseudo.split or cfg.data.train_split
     dataset = scored_dataset(cfg, split, "pseudo masks")
     masks = work.pseudo_masks
+    if not len(dataset):
+        if world().is_main:
+            print(f"eval-pseudo: no image of {split!r} outside the calibration split has a mask: nothing to score "
+                  "(make-pseudo's pseudo_miou_estimate is the figure)")
+        barrier()
+        return {}
     missing = [r.id for r in dataset.records if not (masks / f"{r.id}.png").exists()]
     if missing:
         raise RpnetError(f"{len(missing)} of {len(dataset)} pseudo masks are missing from {masks} "
@@ -77,7 +85,7 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
     matrix.matrix = all_reduce_sum(matrix.matrix)
     miou = matrix.miou() * 100
     per_class = per_class_iou(matrix, dataset.class_names)
-    metrics = {"pseudo_miou": round(miou, 2), "pseudo_per_class": per_class}
+    metrics = {"pseudo_miou": round(miou, 2), "pseudo_per_class": per_class, "pseudo_images": len(dataset)}
     if current.is_main:
         update_metrics(cfg.work_dir, **metrics)
         print(format_iou_table(per_class, miou, f"pseudo masks on {split} ({len(dataset)} images)"))

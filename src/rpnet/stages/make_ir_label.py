@@ -7,9 +7,10 @@ by a dense CRF on the image, and pixels on which they disagree are "unsure"
 (:func:`rpnet.ops.crf.confident_labels`).
 
 With ``auto`` (the default) the two thresholds come from the CAMs themselves, without ground
-truth (docs/calibration.md): the CAM threshold t of :func:`rpnet.calibration.cam_threshold_estimate` (as eval-cam
+truth (docs/calibration.md): the CAM threshold t of :func:`rpnet.calibration.lower_edge_estimate` (as eval-cam
 calibrates it: the lower edge of a three-class Otsu split of the CAM values) is the foreground threshold and
-t / 2 the background one, a narrow unsure band just below the CAMs' own operating point. Both,
+t / 2 the background one, a narrow unsure band just below the CAMs' own operating point. With a
+calibration split (``data.calibration_split``) t is the CAM threshold that scores best on its masks. Both,
 and the histogram, are written to ``WORK_DIR/make_ir_label/calibration.json``.
 
 Writes ``WORK_DIR/make_ir_label/labels/<id>.png``: palette PNGs with 0 background, k + 1 for
@@ -29,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from .common import ir_label_dataset, stage_dir
-from ..calibration import cam_histogram, cam_threshold_estimate, resolve, write_calibration
+from ..calibration import (MaskCalibration, calibration_images, cam_histogram, lower_edge_estimate,
+                           cam_threshold_on_masks, resolve_values, write_calibration)
 from ..config import AUTO, Config
 from ..data.images import read_image
 from ..engine.progress import progress_bar
@@ -62,23 +64,32 @@ def label_image(image_path: Path, cam_path: Path, out_path: Path, fg_threshold: 
 
 
 def calibrate(cfg: Config, cam_paths: list[Path]) -> tuple[float, float]:
-    """(fg_threshold, bg_threshold) for this run: ``ir_label``'s numbers, or for ``auto`` the
-    calibrated CAM threshold t and t / 2; written to calibration.json."""
-    tc = cfg.ir_label
-    configured = {"fg_threshold": tc.fg_threshold, "bg_threshold": tc.bg_threshold}
+    """(fg_threshold, bg_threshold) for this run: ``ir_label``'s numbers, or for ``auto`` the CAM
+    threshold t and t / 2, where t is chosen on the calibration split's masks when there is one
+    (:func:`rpnet.calibration.cam_threshold_on_masks`, as eval-cam chooses it) and estimated from the
+    CAMs otherwise; written to calibration.json."""
+    settings = cfg.ir_label
+    configured = {"fg_threshold": settings.fg_threshold, "bg_threshold": settings.bg_threshold}
     histogram = all_reduce_sum(cam_histogram(cam_paths))
-    if AUTO in configured.values():
-        t = cam_threshold_estimate(histogram, "ir_label.fg_threshold / bg_threshold")
-        estimates = {"fg_threshold": t, "bg_threshold": t / 2}
-    else:
-        estimates = {key: float(value) for key, value in configured.items()}
-    values = {key: resolve(configured[key], estimates[key])[0] for key in estimates}
+    masks = None
+    images = calibration_images(cfg) if AUTO in configured.values() else None
+    if images is not None:
+        # The band is not scored: its width would need IRN trained per candidate. t is the CAM's best
+        # threshold on the masks, and the unsure band keeps the label-free rule's shape below it.
+        choice = cam_threshold_on_masks(cfg, images, AUTO)
+        masks = MaskCalibration(cfg.data.calibration_split, tuple(images.ids),
+                                {"fg_threshold": choice.chosen, "bg_threshold": choice.chosen / 2},
+                                {"cam_threshold": choice})
+    t = lower_edge_estimate(histogram, "ir_label.fg_threshold / bg_threshold",
+                            needed=AUTO in configured.values() and masks is None)
+    estimates = {"fg_threshold": t, "bg_threshold": None if t is None else t / 2}
+    values, _ = resolve_values(configured, estimates, masks)
     if values["fg_threshold"] < values["bg_threshold"]:
         raise ConfigError(f"ir_label.fg_threshold {values['fg_threshold']} is below bg_threshold "
                           f"{values['bg_threshold']} (one set by hand, the other calibrated): set both")
     if world().is_main:
         write_calibration(WorkDir(cfg.work_dir).stage(NAME), configured, estimates,
-                          {"cam_value_histogram": histogram.tolist()})
+                          {"cam_value_histogram": histogram.tolist()}, masks)
     return values["fg_threshold"], values["bg_threshold"]
 
 
@@ -95,14 +106,14 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     for record in todo:
         if not work.cam(record.id).exists():
             raise RpnetError(f"no CAM for image {record.id} at {work.cam(record.id)}: run make-cam first")
-    tc = cfg.ir_label
+    settings = cfg.ir_label
     fg_threshold, bg_threshold = calibrate(cfg, [work.cam(r.id) for r in shard(dataset.records, current)])
     jobs = [(r.image, work.cam(r.id), out / f"{r.id}.png", fg_threshold, bg_threshold) for r in todo]
     log.info("make-ir-label: %d of %d images to do (%d done before), %d workers",
-             len(todo), len(dataset), len(dataset) - len(todo), tc.workers)
+             len(todo), len(dataset), len(dataset) - len(todo), settings.workers)
     bar = progress_bar(len(jobs), "make-ir-label", "img", enabled=current.is_main)
     try:
-        if tc.workers <= 1 or len(jobs) <= 1:
+        if settings.workers <= 1 or len(jobs) <= 1:
             for job in jobs:
                 label_image(*job)
                 bar.update(1)
@@ -110,7 +121,7 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
             # "spawn": a forked child would inherit the parent's torch thread pools, which can
             # deadlock; spawned ones start clean (and it is the only start method on some systems).
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=tc.workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(max_workers=settings.workers, mp_context=context) as pool:
                 futures = [pool.submit(label_image, *job) for job in jobs]
                 try:
                     for future in as_completed(futures):

@@ -17,6 +17,8 @@ Writes ``WORK_DIR/train_seg/``: ``model.safetensors`` (final weights, with the m
 ``rpnet predict`` needs, see :mod:`rpnet.predict`), ``last.pt`` (resumable checkpoint),
 ``log.jsonl`` and ``config.yaml``; where ``data.eval_split`` has masks, ``val_miou`` every
 ``train_seg.val_every`` epochs in the log and ``best.safetensors`` (the best epoch's weights).
+The images of a calibration split (``data.calibration_split``) train on their own masks
+(``train_seg.calibration_masks``).
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .common import check_batch, scored_dataset, stage_dir, training_images
+from ..calibration import calibration_images
 from ..config import Config
 from ..data.build import build_dataset
-from ..data.dataset import TaggedImages
+from ..data.dataset import MasksOf, TaggedImages
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, collate, seg_train_transform
 from ..engine.checkpoint import Progress
 from ..engine.distributed import (all_reduce_sum, barrier, epoch_batches, rank_seed, shard, split_batch, world,
@@ -72,6 +75,8 @@ def training_dataset(cfg: Config) -> TaggedImages:
     The images are the split's training images (``data.fraction`` applied), as for the classifier,
     so that a reduced-data run trains every stage on the same images; with ``train_seg.untagged:
     background`` (the default) also the images without tags, whose pseudo masks are all background.
+    With ``train_seg.calibration_masks`` (the default) the images of the calibration split among them
+    train on their own masks in place of their pseudo masks.
     """
     ts = cfg.train_seg
     split = ts.split or cfg.data.train_split
@@ -83,12 +88,19 @@ def training_dataset(cfg: Config) -> TaggedImages:
             raise DataError(f"split {split!r} of {cfg.data.root} has no ground-truth masks for train_seg.labels=gt")
         return dataset
     masks = WorkDir(cfg.work_dir).pseudo_masks
-    records = [dataclasses.replace(r, mask=masks / f"{r.id}.png") for r in dataset.records]
-    missing = [r.mask for r in records if not r.mask.is_file()]
+    true = calibration_images(cfg) if ts.calibration_masks else None
+    own = {r.id: r for r in true.records} if true is not None else {}
+    records = [own.get(r.id) or dataclasses.replace(r, mask=masks / f"{r.id}.png") for r in dataset.records]
+    missing = [r.mask for r in records if r.id not in own and not r.mask.is_file()]
     if missing:
         raise RpnetError(f"{len(missing)} of {len(records)} pseudo masks are missing (e.g. {missing[0]}): "
                          "run make-pseudo first (or train on the ground truth with train_seg.labels=gt)")
-    return TaggedImages(records, dataset.class_names, transform=transform, seed=cfg.seed)
+    used = [r.id for r in records if r.id in own]
+    if used:
+        log.info("train-seg: %d images of calibration split %r train on their own masks", len(used),
+                 cfg.data.calibration_split)
+    loader = MasksOf(frozenset(used), true.mask_loader) if used and true.mask_loader is not None else None
+    return TaggedImages(records, dataset.class_names, transform=transform, mask_loader=loader, seed=cfg.seed)
 
 
 def make_optimizer(net: nn.Module, cfg: Config) -> torch.optim.SGD:
@@ -116,7 +128,10 @@ def validation(cfg: Config, net: nn.Module, spec: SegmentationSpec, device: torc
     try:
         dataset = scored_dataset(cfg, split, "the segmentation model during training")
     except DataError:
-        log.info("train-seg: split %r has no masks: no validation during training", split)
+        dataset = None
+    if dataset is None or not len(dataset):
+        log.info("train-seg: split %r has no masks (outside the calibration split): no validation during training",
+                 split)
         return None
     # A resumed run continues from the best figure its log holds (the log is cut back to the checkpoint).
     best = {"miou": max((r["val_miou"] for r in read_jsonl(out_dir / LOG) if "val_miou" in r), default=-1.0)}
