@@ -155,3 +155,22 @@ def test_variant_keys_take_the_variants_values_unless_given():
 def test_released_variant_keys_are_checked(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["model.variant=released", override])
+
+
+def test_numbers_with_an_exponent_a_momentum_of_one_and_keys_given_twice(tmp_path):
+    # YAML 1.1 reads 1e-3 (no dot) as text; it is still the number the user meant
+    assert load_config(None, ["train_cam.lr=1e-3"]).train_cam.lr == 0.001
+    (tmp_path / "c.yaml").write_text("train_cam:\n  lr: 2e-2\n")
+    assert load_config(tmp_path / "c.yaml").train_cam.lr == 0.02
+    with pytest.raises(ConfigError, match="'train_cam.lr' must be float, got 'fast'"):
+        load_config(None, ["train_cam.lr=fast"])
+    with pytest.raises(ConfigError, match="'train_seg.momentum' must be >= 0 and < 1, got 2.0"):
+        load_config(None, ["train_seg.momentum=2"])
+    (tmp_path / "twice.yaml").write_text("train_cam:\n  lr: 0.1\n  epochs: 2\n  lr: 0.01\n")
+    with pytest.raises(ConfigError, match="key 'lr' is given twice"):
+        load_config(tmp_path / "twice.yaml")
+    (tmp_path / "bom.yaml").write_bytes("\ufefftrain_cam:\n  epochs: 3\n".encode("utf-8"))
+    assert load_config(tmp_path / "bom.yaml").train_cam.epochs == 3
+    (tmp_path / "binary.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    with pytest.raises(ConfigError, match="binary.yaml: not a text file"):
+        load_config(tmp_path / "binary.yaml")

@@ -35,6 +35,14 @@ def test_mask_png_is_palette_with_voc_colours(tmp_path):
     np.testing.assert_array_equal(io.load_mask(p), m)
 
 
+def test_a_16_bit_mask_reads_its_values_and_refuses_one_above_255(tmp_path):
+    Image.fromarray(np.array([[0, 3], [255, 7]], dtype=np.uint16)).save(tmp_path / "ok.png")
+    np.testing.assert_array_equal(io.load_mask(tmp_path / "ok.png"), [[0, 3], [255, 7]])
+    Image.fromarray(np.array([[0, 259]], dtype=np.uint16)).save(tmp_path / "wide.png")  # 259 would wrap to 3 (car)
+    with pytest.raises(DataError, match="wide.png: mask value 259 is outside 0..255"):
+        io.load_mask(tmp_path / "wide.png")
+
+
 def test_failed_write_leaves_old_file(tmp_path):
     target = tmp_path / "t.txt"
     target.write_text("old")

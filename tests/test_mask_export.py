@@ -165,3 +165,15 @@ def test_command(work, tmp_path, capsys):
     assert "7 pseudo masks exported" in out and "synth_000005" in out
     assert main(["export-masks", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 1
     assert capsys.readouterr().err.startswith("rpnet: error:")
+
+
+def test_stale_pseudo_masks_are_not_exported(work, tmp_path):
+    from rpnet.pipeline.fingerprint import stage_fingerprints
+
+    cfg = load_config(WorkDir(work).stage_config("make-pseudo"))
+    save_config(cfg, WorkDir(work).config)  # as `rpnet run` leaves it
+    (WorkDir(work).stage("make-pseudo") / "done.json").write_text(json.dumps(
+        {"fingerprint": stage_fingerprints(cfg)["make-pseudo"], "upstream": {}}))
+    with pytest.raises(DataError, match="are stale: what they were made from has changed"):
+        export_masks(work, tmp_path / "out", "png")  # its upstream stages are not done: it counts as stale
+    assert not (tmp_path / "out").exists()

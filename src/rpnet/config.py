@@ -13,6 +13,7 @@ global.
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -24,6 +25,7 @@ import yaml
 from .errors import ConfigError
 
 PROTOTYPE_LEVELS = ("block2", "block3", "block4")
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # a decimal number, exponent allowed
 AUTO = "auto"
 # A threshold on CAMs or scores: a number in (0, 1), or "auto", chosen from the data without ground
 # truth by the stage that first needs it and written to its calibration.json (rpnet.calibration).
@@ -70,7 +72,8 @@ class Ascending:
 Count = Annotated[int, Range(ge=0)]  # 0 allowed: pictures, workers
 PositiveInt = Annotated[int, Range(ge=1)]  # epochs, batch sizes, crop sizes, steps
 PositiveFloat = Annotated[float, Range(gt=0)]  # learning rates, multipliers, sigmas, scales
-NonNegativeFloat = Annotated[float, Range(ge=0)]  # weight decay, momentum, powers, loss weights
+NonNegativeFloat = Annotated[float, Range(ge=0)]  # weight decay, powers, loss weights
+Momentum = Annotated[float, Range(ge=0, lt=1)]  # SGD momentum: 1 and above never forgets a gradient (diverges)
 Scales = Annotated[tuple[PositiveFloat, ...], NonEmpty()]  # inference scales
 ScaleRange = Annotated[tuple[PositiveFloat, PositiveFloat], Ascending()]  # (low, high) jitter
 SizeRange = Annotated[tuple[PositiveInt, PositiveInt], Ascending()]  # (low, high) resize
@@ -203,7 +206,7 @@ class TrainCamConfig:
     lr: PositiveFloat = 0.02
     weight_decay: NonNegativeFloat = 1e-4
     # IRN passes weight decay into SGD's momentum slot; 1e-4 matches published numbers.
-    momentum: NonNegativeFloat = 1e-4
+    momentum: Momentum = 1e-4
     poly_power: NonNegativeFloat = 0.9
     new_layer_lr_mult: PositiveFloat = 10.0
     crop_size: PositiveInt = 512
@@ -276,7 +279,7 @@ class TrainIrnConfig:
     batch_size: PositiveInt = 32
     lr: PositiveFloat = 0.1
     weight_decay: NonNegativeFloat = 1e-4
-    momentum: NonNegativeFloat = 1e-4  # IRN's optimizer quirk, as for the classifier
+    momentum: Momentum = 1e-4  # IRN's optimizer quirk, as for the classifier
     poly_power: NonNegativeFloat = 0.9
     crop_size: PositiveInt = 512
     scale_range: ScaleRange = (0.5, 1.5)
@@ -355,7 +358,7 @@ class TrainSegConfig:
     batch_size: PositiveInt = 10
     lr: PositiveFloat = 1e-3
     head_lr_mult: PositiveFloat = 10.0
-    momentum: NonNegativeFloat = 0.9
+    momentum: Momentum = 0.9
     weight_decay: NonNegativeFloat = 5e-4
     poly_power: NonNegativeFloat = 0.9
     crop_size: PositiveInt = 321
@@ -435,9 +438,25 @@ def read_yaml(path: str | Path, kind: str = "config") -> Any:
     if not path.is_file():
         raise ConfigError(f"{kind} file not found: {path}")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(encoding="utf-8-sig"), Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a {kind} is YAML text in UTF-8)") from None
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
@@ -562,6 +581,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and NUMBER.fullmatch(value.strip()):  # YAML 1.1 reads 1e-3 as text
             return float(value)
     elif tp is str:
         if isinstance(value, str):

@@ -193,12 +193,17 @@ def save_mask(path: str | Path, mask: np.ndarray) -> Path:
 
 def load_mask(path: str | Path) -> np.ndarray:
     """A label PNG as (H, W) uint8 indices (palette indices, not colours); a :class:`DataError`
-    naming the file when it cannot be read."""
+    naming the file when it cannot be read, or when a 16-bit mask holds a value above 255 (it would
+    wrap around to another class: 259 is not 3)."""
     try:
         with Image.open(path) as img:
             if img.mode not in ("P", "L", "I", "I;16"):
                 raise DataError(f"{path}: a mask must be a palette or grey PNG, got mode {img.mode}")
-            return np.array(img).astype(np.uint8)
+            labels = np.array(img)
+        if labels.size and (labels.min() < 0 or labels.max() > 255):
+            raise DataError(f"{path}: mask value {int(labels.max()) if labels.max() > 255 else int(labels.min())} is "
+                            "outside 0..255 (labels are class indices, 255 'not sure')")
+        return labels.astype(np.uint8)
     except UNREADABLE as exc:
         raise unreadable(Path(path), exc) from None
 

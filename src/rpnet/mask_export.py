@@ -64,6 +64,24 @@ def run_config(work_dir: str | Path) -> Config:
                     "make-pseudo ran?")
 
 
+def check_current(work_dir: str | Path) -> None:
+    """A DataError when make-pseudo's masks are stale: made from inputs that have changed since (a config key,
+    the class list, the splits; what ``rpnet status`` calls stale). Masks of a work dir without ``rpnet run``'s
+    config pass: nothing says what they should be."""
+    from .pipeline.state import stage_statuses
+
+    work = WorkDir(work_dir)
+    if not work.config.is_file():
+        return
+    try:
+        status = stage_statuses(load_config(work.config, [f"work_dir={work.root}"]))["make-pseudo"]
+    except DataError:
+        return  # the dataset cannot be read: pseudo_masks says so
+    if status.state == "stale" and status.record is not None:  # rpnet run's record: made from other inputs
+        raise DataError(f"the pseudo masks in {work.pseudo_masks} are stale: what they were made from has changed "
+                        f"since (`rpnet status {work.root}`); run `rpnet run` again before exporting them")
+
+
 def pseudo_masks(work_dir: str | Path) -> tuple[list[PseudoMask], list[str], list[str]]:
     """The pseudo masks of ``work_dir`` with their image files, the class list (background first),
     and the ids of the split's images that have no mask yet (a make-pseudo that has not finished).
@@ -71,6 +89,7 @@ def pseudo_masks(work_dir: str | Path) -> tuple[list[PseudoMask], list[str], lis
     Raises :class:`DataError` when the run's dataset cannot be read or there is no mask at all.
     """
     cfg = run_config(work_dir)
+    check_current(work_dir)
     split = cfg.pseudo.split or cfg.data.train_split  # the split make-pseudo labels
     try:
         dataset = build_dataset(cfg.data, split)

@@ -130,15 +130,47 @@ def foreign_files(folder: Path, limit: int = 5) -> list[str]:
     return sorted(p.name for p in folder.iterdir())[:limit]
 
 
-def remove_ours(folder: str | Path) -> None:
-    """Delete a folder rpnet made; :class:`NotOurs` (nothing deleted) when it is not marked as rpnet's."""
+TRASH_PREFIX = ".rpnet-trash-"  # a stage folder being deleted: renamed first, so a kill leaves no half folder
+
+
+def files_changed_since(folder: Path, stamp: float) -> list[Path]:
+    """The files under ``folder`` modified after ``stamp`` (a modification time): what someone put or
+    edited there after rpnet finished writing it."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_mtime > stamp)
+
+
+def remove_ours(folder: str | Path, finished: float | None = None) -> None:
+    """Delete a folder rpnet made and everything rpnet wrote in it; nothing is deleted (:class:`NotOurs`)
+    when it is not marked as rpnet's, or when, ``finished`` (the modification time of the record rpnet
+    wrote last into it) given, a file in it is newer: a file a user put or edited there (precious notes,
+    hand-corrected masks). The folder is renamed to a trash name first and then removed, so a kill
+    half-way leaves no half-deleted folder under the stage's name (:func:`empty_trash` finishes it)."""
     folder = Path(folder)
     if not folder.exists():
         return
     if not is_ours(folder):
         raise NotOurs(f"{folder} holds files rpnet did not write ({', '.join(foreign_files(folder))}): rpnet "
                       "would have to delete them to rerun this stage; move them away or choose another work_dir")
-    shutil.rmtree(folder)
+    if finished is not None:
+        changed = files_changed_since(folder, finished)
+        if changed:
+            names = ", ".join(str(p.relative_to(folder)) for p in changed[:5]) + (", ..." if len(changed) > 5 else "")
+            raise NotOurs(f"{folder} must be rerun, but {len(changed)} file(s) in it were put there or changed after "
+                          f"rpnet wrote it ({names}): rpnet deletes only what it wrote; move them out of {folder} "
+                          "and run again")
+    trash = folder.with_name(f"{TRASH_PREFIX}{folder.name}-{os.getpid()}")
+    if trash.exists():
+        shutil.rmtree(trash)
+    folder.rename(trash)
+    shutil.rmtree(trash)
+
+
+def empty_trash(work: Path) -> int:
+    """Remove the stage folders a killed run was deleting (:data:`TRASH_PREFIX`); returns how many."""
+    trash = [p for p in work.iterdir() if p.is_dir() and p.name.startswith(TRASH_PREFIX)] if work.is_dir() else []
+    for folder in trash:
+        shutil.rmtree(folder)
+    return len(trash)
 
 
 def claim_work_dir(work: str | Path) -> Path:
@@ -187,4 +219,6 @@ def writing(work: str | Path, *, main: bool = True, command: str | None = None) 
         removed = remove_temporaries(work)  # a killed writer's half-written files; none is writing now
         if removed:
             log.info("%s: removed %d temporary files left by a killed run", work, removed)
+        if empty_trash(work):
+            log.info("%s: finished deleting the stage folders a killed run was deleting", work)
         yield work

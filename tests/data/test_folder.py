@@ -61,6 +61,19 @@ def test_tag_not_in_class_list_names_the_tags_file(tmp_path):
         load_folder(root, "all")
 
 
+def test_tags_separated_by_commas_are_all_read_and_checked(tmp_path):
+    root = make_folder(tmp_path)
+    write_lines(root / "tags.csv", ["image,tags", "a.jpg,cat,person", "b.png,dog"])
+    records, _ = load_folder(root, "all")
+    assert [r.tags for r in records if r.id in "ab"] == [(CAT, PERSON), (DOG,)]
+    write_lines(root / "tags.csv", ["image,tags", "a.jpg,cat,person,zebra"])  # the third tag was dropped before
+    with pytest.raises(DataError, match=r"a\.jpg.*zebra"):
+        load_folder(root, "all")
+    write_lines(root / "tags.csv", ["tags,image", "cat,person,a.jpg"])
+    with pytest.raises(DataError, match="line 2 has 3 cells for 2 columns"):
+        load_folder(root, "all")
+
+
 @pytest.mark.parametrize("entry", ["../outside.jpg", "/tmp/elsewhere.jpg"])
 def test_tags_path_leaving_the_folder_is_refused(tmp_path, entry):
     root = make_folder(tmp_path / "data")
@@ -122,3 +135,11 @@ def test_missing_class_list_and_image_folder(tmp_path):
         load_folder(root, "all")
     with pytest.raises(DataError, match="images"):
         load_folder(tmp_path / "empty", "all")
+
+
+def test_a_byte_order_mark_from_excel_or_notepad_is_accepted(tmp_path):
+    root = make_folder(tmp_path)
+    (root / "tags.csv").write_bytes("\ufeffimage,tags\na.jpg,dog\n".encode("utf-8"))
+    (root / "classes.txt").write_bytes(("\ufeff" + "\n".join(FOLDER_CLASSES) + "\n").encode("utf-8"))
+    records, classes = load_folder(root, "all")
+    assert classes == FOLDER_CLASSES and next(r for r in records if r.id == "a").tags == (DOG,)

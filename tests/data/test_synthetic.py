@@ -444,3 +444,22 @@ def test_written_part_maps_agree_with_the_masks_and_mark_context_only_where_its_
         for obj in sample.objects:  # every head pixel that shows is a part pixel
             assert (parts[obj.head & obj.visible & (mask != IGNORE_INDEX)] == PART_HEAD).all()
     assert seen_context
+
+
+def test_synth_never_writes_over_a_users_folder_or_another_dataset(tmp_path):
+    from rpnet.errors import ConfigError
+
+    user = tmp_path / "photos"
+    (user / "images").mkdir(parents=True)
+    (user / "tags.csv").write_text("image,tags\nmine.jpg,dog\n")
+    with pytest.raises(ConfigError, match="is not empty .* no dataset `rpnet synth` wrote"):
+        generate(user, n_train=2, n_val=0, size=64, fmt="folder")
+    assert (user / "tags.csv").read_text() == "image,tags\nmine.jpg,dog\n" and not list((user / "images").iterdir())
+    data = generate(tmp_path / "synth", n_train=2, n_val=1, size=64)
+    before = (data / "ImageSets" / "Segmentation" / "train.txt").read_bytes()
+    (data / "ImageSets" / "Segmentation" / "calib.txt").write_text("synth_000001\n")  # the user's addition
+    generate(data, n_train=2, n_val=1, size=64)  # the same dataset again: allowed, the same bytes
+    assert (data / "ImageSets" / "Segmentation" / "train.txt").read_bytes() == before
+    assert (data / "ImageSets" / "Segmentation" / "calib.txt").is_file()
+    with pytest.raises(ConfigError, match=r"other settings \(n_train\)"):
+        generate(data, n_train=3, n_val=1, size=64)

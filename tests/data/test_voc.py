@@ -146,3 +146,13 @@ def test_train_aug_missing_sbd_list_names_it(tmp_path):
     (sbd / "val.txt").unlink()
     with pytest.raises(DataError, match=r"sbd/val\.txt"):
         load_voc(root, "train_aug", sbd_root=sbd)
+
+
+def test_a_split_file_that_is_not_utf8_is_named(tmp_path):
+    from rpnet.data.voc import read_split
+
+    (tmp_path / "train.txt").write_bytes("caf\xe9_1\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"train.txt: not UTF-8 text .* save it as UTF-8"):
+        read_split(tmp_path / "train.txt")
+    (tmp_path / "bom.txt").write_bytes("\ufeffa1\na2\n".encode("utf-8"))
+    assert read_split(tmp_path / "bom.txt") == ["a1", "a2"]

@@ -97,3 +97,13 @@ def test_a_calibration_split_reruns_the_stages_that_read_its_masks_only(tiny_voc
     assert changed(with_split, stage_fingerprints(cfg, STAGES)) == STAGES[2:]
     split.write_text("synth_000001\n")
     assert changed(with_split, stage_fingerprints(cfg, STAGES)) == STAGES[2:]
+
+
+def test_the_same_dataset_by_another_path_is_the_same_input(tiny_voc, tmp_path, monkeypatch):
+    base = stage_fingerprints(load_config(None, [f"data.root={tiny_voc}"]))
+    link = tmp_path / "link"
+    link.symlink_to(tiny_voc)
+    assert stage_fingerprints(load_config(None, [f"data.root={link}"])) == base
+    monkeypatch.chdir(tiny_voc.parent)
+    assert stage_fingerprints(load_config(None, [f"data.root={tiny_voc.name}"])) == base
+    assert stage_fingerprints(load_config(None, [f"data.root=./{tiny_voc.name}/."])) == base

@@ -1,7 +1,9 @@
 """The runner on a fake pipeline (fast), then once on the real first three stages of the tiny dataset."""
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,6 +186,59 @@ def test_a_stale_stage_folder_holding_the_user_s_files_is_not_deleted(fake, fake
     with pytest.raises(NotOurs, match="notes.txt"):
         run_pipeline(fake_cfg("train_cam.lr=0.5"), until="make-cam")
     assert (cfg.work_dir / "make_cam" / "notes.txt").read_text() == "x"
+
+
+def later(path: Path, text: str) -> None:
+    """Write ``path`` as a user would, a while after the run (file times tick every few ms)."""
+    path.write_text(text)
+    stamp = path.stat().st_mtime_ns + 10**9
+    os.utime(path, ns=(stamp, stamp))
+
+
+def test_a_user_file_in_every_stage_folder_and_an_edited_output_survive_a_changed_setting(fake, fake_cfg):
+    cfg = fake_cfg()
+    run_pipeline(cfg)
+    fake.ran()
+    for name in FAKE_ORDER:  # after the run: a note in each stage folder
+        later((WorkDir(cfg.work_dir).stage(name) / "precious.txt"), name)
+    with pytest.raises(NotOurs, match=r"1 file\(s\) in it were put there or changed after rpnet wrote it \(precious.txt\)"):
+        run_pipeline(fake_cfg("train_cam.lr=0.05"))
+    assert fake.ran() == []  # refused before train-cam reran
+    for name in FAKE_ORDER:
+        assert (WorkDir(cfg.work_dir).stage(name) / "precious.txt").read_text() == name
+        (WorkDir(cfg.work_dir).stage(name) / "precious.txt").unlink()
+    # an output edited by hand (a corrected mask, here an item file) is the user's too
+    item = WorkDir(cfg.work_dir).stage("make-pseudo") / "item0.txt"
+    later(item, "corrected by hand")
+    with pytest.raises(NotOurs, match="item0.txt"):
+        run_pipeline(fake_cfg("pseudo.beta=8"))
+    assert item.read_text() == "corrected by hand"
+    item.unlink()
+    run_pipeline(fake_cfg("pseudo.beta=8"))  # moved away: the stage is deleted and reruns
+    assert fake.ran() == ["make-pseudo", "eval-pseudo"] and item.is_file()
+
+
+def test_a_kill_while_a_stale_stage_is_deleted_leaves_nothing_in_the_way(fake, fake_cfg, monkeypatch):
+    from rpnet import workdir
+
+    cfg = fake_cfg()
+    run_pipeline(cfg)
+    fake.ran()
+    real_rmtree = shutil.rmtree
+
+    def killed(path, *args, **kwargs):  # the process dies after the rename, half-way through the deletion
+        (Path(path) / workdir.MARK_FILE).unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workdir.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(fake_cfg("pseudo.beta=8"))
+    monkeypatch.setattr(workdir.shutil, "rmtree", real_rmtree)
+    assert not WorkDir(cfg.work_dir).stage("make-pseudo").exists()  # renamed away, not half there
+    assert [p.name for p in cfg.work_dir.iterdir() if p.name.startswith(workdir.TRASH_PREFIX)]
+    run_pipeline(fake_cfg("pseudo.beta=8"))
+    assert fake.ran() == ["make-pseudo", "eval-pseudo"]
+    assert not [p for p in cfg.work_dir.iterdir() if p.name.startswith(workdir.TRASH_PREFIX)]
 
 
 def test_a_batch_larger_than_the_data_is_refused_before_the_first_stage_runs(fake, fake_cfg, monkeypatch):

@@ -129,7 +129,7 @@ def _split_tags(text: str) -> list[str]:
 
 def _read_tags_csv(path: Path) -> list[tuple[str, list[str]]]:
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             header = [h.strip().lower() for h in next(reader, [])]
             missing = [c for c in CSV_COLUMNS if c not in header]
@@ -143,7 +143,13 @@ def _read_tags_csv(path: Path) -> list[tuple[str, list[str]]]:
                 image = row[image_col].strip() if image_col < len(row) else ""
                 if not image:
                     raise DataError(f"{path}: line {reader.line_num} has no image name")
-                rows.append((image, _split_tags(row[tags_col] if tags_col < len(row) else "")))
+                cells = row[tags_col:tags_col + 1]
+                if len(row) > len(header):  # "a.jpg,cat,person": tags split by commas too
+                    if tags_col != len(header) - 1:
+                        raise DataError(f"{path}: line {reader.line_num} has {len(row)} cells for {len(header)} "
+                                        "columns; separate tags with spaces or ';'")
+                    cells = row[tags_col:]
+                rows.append((image, [tag for cell in cells for tag in _split_tags(cell)]))
             return rows
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read tags file {path}: {exc}") from None
@@ -151,7 +157,7 @@ def _read_tags_csv(path: Path) -> list[tuple[str, list[str]]]:
 
 def _read_tags_json(path: Path) -> list[tuple[str, list[str]]]:
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
+        content = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"cannot read tags file {path}: {exc}") from None
     if not isinstance(content, dict):
@@ -175,7 +181,7 @@ def _split_names(root: Path, split: str, resolve: _EntryResolver, files: dict[st
         return list(files)
     names: list[str] = []
     seen: set[str] = set()
-    for line in split_file.read_text(encoding="utf-8").splitlines():
+    for line in split_file.read_text(encoding="utf-8-sig").splitlines():
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue

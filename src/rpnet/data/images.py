@@ -141,7 +141,7 @@ def read_class_list(path: str | Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"class list not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # Excel and Notepad start with a BOM
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read class list {path}: {exc}") from None
     names: list[str] = []

@@ -63,6 +63,7 @@ from __future__ import annotations
 import colorsys
 import csv
 import io
+import json
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -861,10 +862,12 @@ def generate(out_dir: str | Path, *, n_train: int = 200, n_val: int = 60, size: 
     Image ids are ``synth_000000`` upwards: train first, then val (disjoint). Image
     ``i`` depends only on (seed, i, size), so the same arguments give byte-identical
     files. ``fmt`` picks the layout (see the module docstring) and ``spec`` the design
-    (:data:`PROFILES`); ``out_dir/synth.json`` records the arguments, the design and the class list. Existing files of the same names are
-    replaced.
+    (:data:`PROFILES`); ``out_dir/synth.json`` records the arguments, the design and the class list.
+    ``out_dir`` must be empty or missing, or hold a dataset this function wrote with the same arguments
+    (written again, byte for byte; files added to it stay): anything else is the user's, and is refused
+    rather than overwritten or mixed with generated images.
 
-    Raises :class:`~rpnet.errors.ConfigError` naming the bad argument.
+    Raises :class:`~rpnet.errors.ConfigError` naming the bad argument or what is in the way.
     """
     if fmt not in WRITERS:
         raise ConfigError(f"unknown synthetic dataset format {fmt!r}; choose from {sorted(WRITERS)}")
@@ -879,16 +882,37 @@ def generate(out_dir: str | Path, *, n_train: int = 200, n_val: int = 60, size: 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    splits = {"train": list(range(n_train)), "val": list(range(n_train, n_train + n_val))}
-    WRITERS[fmt](out, splits, seed, size, spec)
-    write_json(out / "synth.json", {
+    record = {
         "generator": "rpnet.data.synthetic", "format": fmt, "n_train": n_train, "n_val": n_val,
         "size": size, "seed": seed, "classes": _class_list(spec),
         "contexts": {style.name: style.context for style in spec.styles},
         "spec": to_dict(spec),
-    })
+    }
+    _check_destination(out, record)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = {"train": list(range(n_train)), "val": list(range(n_train, n_train + n_val))}
+    WRITERS[fmt](out, splits, seed, size, spec)
+    write_json(out / "synth.json", record)
     return out
+
+
+def _check_destination(out: Path, record: dict) -> None:
+    """A ConfigError unless ``out`` is missing, empty, or the same synthetic dataset (its synth.json)."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    marker = out / "synth.json"
+    try:
+        previous = json.loads(marker.read_text()) if marker.is_file() else None
+    except (OSError, ValueError):
+        previous = None
+    if previous is None:
+        found = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+        raise ConfigError(f"{out} is not empty ({found}) and is no dataset `rpnet synth` wrote: generated files would "
+                          "replace or mix with yours; choose a new or empty folder")
+    if previous != json.loads(json.dumps(record)):
+        changed = sorted(k for k in record if previous.get(k) != json.loads(json.dumps(record[k])))
+        raise ConfigError(f"{out} holds a synthetic dataset made with other settings ({', '.join(changed)}): writing "
+                          "this one over it would mix the two; choose a new or empty folder")
 
 
 __all__ = [

@@ -97,7 +97,11 @@ def read_split(path: str | Path) -> list[str]:
         raise DataError(f"split file not found: {path} (splits there: {available or 'none'})")
     ids: list[str] = []
     seen: set[str] = set()
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         words = line.split()
         if not words:
             continue

@@ -83,10 +83,23 @@ def data_files(data: DataConfig, splits: Iterable[str] = ()) -> dict[str, list[l
     return listing
 
 
+DATA_PATHS = ("root", "sbd_root", "classes")  # data keys that name a file or folder
+
+
+def data_values(data: DataConfig) -> dict[str, Any]:
+    """The ``data`` section as plain data, its paths resolved (absolute, symlinks followed): the same
+    dataset named by a relative path, an absolute one or a link is the same input."""
+    raw = to_dict(data)
+    for key in DATA_PATHS:
+        if raw.get(key) is not None:
+            raw[key] = Path(raw[key]).expanduser().resolve().as_posix()
+    return raw
+
+
 def data_fingerprint(data: DataConfig, splits: Iterable[str] = ()) -> str:
-    """The dataset's fingerprint: the ``data`` section (runtime keys and the calibration split left out)
-    and :func:`data_files` of its splits and ``splits``."""
-    return digest({"data": section_values(to_dict(data), "data"), "files": data_files(data, splits)})
+    """The dataset's fingerprint: the ``data`` section (paths resolved; runtime keys and the calibration
+    split left out) and :func:`data_files` of its splits and ``splits``."""
+    return digest({"data": section_values(data_values(data), "data"), "files": data_files(data, splits)})
 
 
 def named_splits(cfg: Config) -> list[str]:
@@ -130,7 +143,7 @@ def declared_value(raw: dict[str, Any], key: str) -> Any:
 def stage_fingerprints(cfg: Config, order: list[str] | None = None) -> dict[str, str]:
     """Every stage's fingerprint, in pipeline order (stage name -> hex string)."""
     order = stage_order() if order is None else order
-    raw = to_dict(cfg)
+    raw = {**to_dict(cfg), "data": data_values(cfg.data)}
     dataset = data_fingerprint(cfg.data, named_splits(cfg))
     calibration = calibration_fingerprint(cfg.data)
     prints: dict[str, str] = {}

@@ -125,7 +125,9 @@ def clear_stage(work: Path, status: StageStatus) -> None:
     """Delete a stage's folder and the metrics its last finished run added to metrics.json."""
     if status.folder.exists():
         log.info("run: %s is %s: deleting %s", status.name, status.state, status.folder)
-        remove_ours(status.folder)
+        done = status.folder / DONE_RECORD
+        # A file newer than done.json was put or edited there by someone else: kept, and an error.
+        remove_ours(status.folder, finished=done.stat().st_mtime if done.is_file() else None)
     added = (status.record or {}).get("metrics", {})
     path = work / METRICS
     if added and path.exists():
