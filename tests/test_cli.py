@@ -76,3 +76,19 @@ def test_stage_commands_record_their_runs_as_rpnet_run_does(tiny_cfg, tmp_path, 
     assert [r.action for r in run_pipeline(cfg, until="make-cam")] == ["skipped", "skipped"]
     assert main(["train-cam", str(tmp_path / "c.yaml")]) == 0  # rerun by hand: a new run id ...
     assert stage_statuses(cfg)["make-cam"].state == "stale"  # ... so the stage below it is out of date
+
+
+def test_nan_and_infinite_flags_are_refused_and_a_closed_pipe_is_no_traceback(tmp_path, capsys):
+    from rpnet import cli
+
+    for bad in ("nan", "inf"):
+        with pytest.raises(SystemExit):
+            cli.main(["predict", "--weights", "w.safetensors", "x.png", "--out", str(tmp_path), "--scales", bad])
+        assert "must be a finite number" in capsys.readouterr().err
+
+    code = ("import sys; from rpnet import cli\n"
+            "def closed(args): raise BrokenPipeError\n"
+            "cli._run_synth = closed\n"
+            "sys.exit(cli.main(['synth', 'unused']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr

@@ -192,3 +192,22 @@ def test_weights_file_is_the_same_bytes_for_the_same_model_and_spec(tmp_path):
     first = save_segmentation_weights(tmp_path / "a.safetensors", model, SPEC).read_bytes()
     assert all(save_segmentation_weights(tmp_path / f"b{i}.safetensors", model, SPEC).read_bytes() == first
                for i in range(3))
+
+
+def test_a_folder_gives_every_image_a_dataset_would_read_gif_included(tmp_path):
+    from rpnet.data.folder import IMAGE_SUFFIXES as DATASET_SUFFIXES
+    from rpnet.predict import IMAGE_SUFFIXES, collect_images
+
+    assert set(IMAGE_SUFFIXES) == set(DATASET_SUFFIXES) and ".gif" in IMAGE_SUFFIXES
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "anim.GIF")
+    (tmp_path / "notes.txt").write_text("x")
+    assert collect_images([tmp_path]) == [tmp_path / "anim.GIF"]
+
+
+def test_an_image_over_pils_size_limit_is_named_not_a_traceback(tmp_path, monkeypatch):
+    from rpnet.data.images import read_image
+
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1600 pixels is over twice the limit: a bomb
+    with pytest.raises(DataError, match="cannot read image .*huge.png: .* shrink it first"):
+        read_image(tmp_path / "huge.png")

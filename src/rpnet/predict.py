@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from torch import Tensor, nn
 
+from .data.folder import IMAGE_SUFFIXES as DATASET_SUFFIXES
 from .data.images import read_class_list, read_image
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, UINT8_MAX
 from .errors import ConfigError, DataError
@@ -48,7 +49,7 @@ from .viz import colorize
 log = logging.getLogger(__name__)
 
 WEIGHTS_FORMAT = "rpnet.segmentation.v1"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = tuple(sorted(DATASET_SUFFIXES))  # what a dataset reads, predict reads (.gif included)
 DEFAULT_TILE_SIZE = 512  # pixels; a ResNet-50 DeepLab at output stride 8 needs ~1 GB for a tile this size
 DEFAULT_TILE_OVERLAP = 128  # pixels shared by neighbouring tiles; each keeps the inner half of the overlap
 DEFAULT_MAX_SIDE = 4096  # longer images are downscaled first: the (C, H, W) probabilities are kept in memory

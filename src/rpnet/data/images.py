@@ -47,6 +47,8 @@ def read_image(path: str | Path) -> np.ndarray:
             return _to_rgb_array(upright, source_format=img.format, tiff_bits=_tiff_bits(img))
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
+    except Image.DecompressionBombError as exc:  # not an OSError: PIL's guard against decompression bombs
+        raise DataError(f"cannot read image {path}: {exc} (an image this large is refused; shrink it first)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         # PIL reports truncated or corrupt files as OSError/SyntaxError/ValueError.
         raise DataError(f"cannot read image {path}: {exc}") from None

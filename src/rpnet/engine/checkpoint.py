@@ -55,7 +55,8 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     except (EOFError, RuntimeError, OSError, ValueError, pickle.UnpicklingError) as exc:
         reason = f"{type(exc).__name__}: {next(iter(str(exc).splitlines()), '')}"
         raise RpnetError(f"{path} is not a readable checkpoint ({reason}): "
-                         "delete it to train this stage from its start, or run without --resume") from None
+                         "delete it to train this stage from its start (a stage command: or run it without "
+                         "--resume; `rpnet run` then starts the stage afresh)") from None
     unwrap(model).load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
