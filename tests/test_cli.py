@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -92,3 +93,28 @@ def test_nan_and_infinite_flags_are_refused_and_a_closed_pipe_is_no_traceback(tm
             "sys.exit(cli.main(['synth', 'unused']))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
+
+
+def test_a_full_disk_or_a_read_only_folder_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from rpnet import cli
+
+    def fails(code, name):
+        def run(args):
+            raise OSError(code, os.strerror(code), name)
+        return run
+
+    for code, words in ((errno.ENOSPC, "the disk is full"), (errno.EROFS, "read-only file system"),
+                        (errno.ENOTDIR, "a file stands where rpnet needs a folder")):
+        monkeypatch.setattr(cli, "_run_synth", fails(code, "/w/train_cam/last.pt"))
+        assert cli.main(["synth", str(tmp_path)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("rpnet: error: /w/train_cam/last.pt: ") and words in err and "\n" == err[-1]
+
+    def torch_full(args):
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . unexpected pos 64 vs 0 basic_ios::clear")
+
+    monkeypatch.setattr(cli, "_run_synth", torch_full)
+    assert cli.main(["synth", str(tmp_path)]) == 1
+    assert "is the disk full?" in capsys.readouterr().err

@@ -8,6 +8,7 @@ only when their command runs, so ``rpnet --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -21,6 +22,16 @@ from .stages import Stage
 from .pipeline.commands import add_config_arguments
 
 log = logging.getLogger("rpnet")
+
+# Errors of the machine or of a path, not of rpnet: one line naming the file and what to do, no traceback.
+ENVIRONMENT_ERRORS = {
+    errno.ENOSPC: "the disk is full: free space and run again; finished work is kept",
+    errno.EDQUOT: "the disk quota is used up: free space and run again; finished work is kept",
+    errno.EROFS: "a read-only file system: choose a work_dir (or --out) on a writable one",
+    errno.EACCES: "no permission: choose a folder you may write to",
+    errno.ENOTDIR: "a file stands where rpnet needs a folder: move it away",
+    errno.EISDIR: "a folder stands where rpnet writes a file: move it away",
+}
 
 
 def _bounded(kind: type, low: float, strict: bool):
@@ -313,6 +324,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except (OSError, ValueError):
             pass
+        return 1
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRORS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"rpnet: error: {where}{exc.strerror} ({ENVIRONMENT_ERRORS[exc.errno]})", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # torch.save reports a full disk as a C++ stream error
+        if "basic_ios" not in str(exc) and "file write failed" not in str(exc):
+            raise
+        print(f"rpnet: error: a file could not be written ({exc}): is the disk full? Free space and run again; "
+              "finished work is kept", file=sys.stderr)
         return 1
     return 0
 

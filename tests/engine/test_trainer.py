@@ -126,7 +126,7 @@ def test_log_has_loss_lr_and_speed(tmp_path):
 def test_nan_loss_stops_with_a_clear_error(tmp_path):
     model, opt = setup()
     settings = LoopSettings(epochs=1, steps_per_epoch=STEPS, show_progress=False)
-    with pytest.raises(FloatingPointError, match="loss became nan"):
+    with pytest.raises(RpnetError, match="the loss became nan at step .*lower the learning rate"):
         train(model, opt, data, lambda b: {"loss": torch.tensor(float("nan"))}, settings, tmp_path,
               device=torch.device("cpu"))
 

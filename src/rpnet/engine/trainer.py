@@ -138,7 +138,9 @@ def train(
                     terms = step_fn(batch)
                 loss = terms["loss"]
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at step {progress.step}")
+                    raise RpnetError(f"{out_dir.name}: the loss became {loss.item()} at step {progress.step}: training "
+                                     f"diverged; lower the learning rate (--set {out_dir.name}.lr=...) and run again "
+                                     "(the last checkpoint is kept)")
                 optimizer.zero_grad(set_to_none=True)
                 if fp16_scaler is not None:
                     fp16_scaler.scale(loss).backward()
