@@ -169,3 +169,30 @@ def test_an_epoch_end_callback_s_figures_are_logged_at_the_epoch_s_last_step(tmp
     assert seen == [(1, 4, True), (2, 8, True)]  # after each epoch, the model still training when called
     log = read_jsonl(tmp_path / LOG_NAME)
     assert [(r["step"], r.get("val")) for r in log] == [(4, None), (4, 10.0), (8, None), (8, 20.0)]
+
+
+def test_a_ctrl_c_during_the_epoch_end_work_leaves_the_epoch_unended_and_the_resume_does_it_again(tmp_path):
+    def validating(interrupt_in_epoch=None):
+        model, opt = setup()
+
+        def check(progress):
+            if progress.epoch == interrupt_in_epoch:
+                raise KeyboardInterrupt  # Ctrl-C while epoch 1's validation runs
+            return {"val": 10.0 * progress.epoch}
+        settings = LoopSettings(epochs=2, steps_per_epoch=STEPS, log_every=STEPS, show_progress=False)
+        return model, opt, settings, check
+
+    model, opt, settings, check = validating()
+    full = load_file(str(train(model, opt, data, step_fn(model), settings, tmp_path / "full",
+                               device=torch.device("cpu"), on_epoch_end=check)))
+    model, opt, settings, check = validating(interrupt_in_epoch=1)
+    with pytest.raises(KeyboardInterrupt):
+        train(model, opt, data, step_fn(model), settings, tmp_path / "cut", device=torch.device("cpu"),
+              on_epoch_end=check)
+    assert torch.load(tmp_path / "cut" / CHECKPOINT_NAME, weights_only=True)["progress"]["epoch"] == 0
+    model, opt, settings, check = validating()
+    resumed = load_file(str(train(model, opt, data, step_fn(model), settings, tmp_path / "cut",
+                                  device=torch.device("cpu"), resume=True, on_epoch_end=check)))
+    assert [r.get("val") for r in read_jsonl(tmp_path / "cut" / LOG_NAME) if "val" in r] == [10.0, 20.0]
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=1e-6)

@@ -175,11 +175,13 @@ def train(
                     window_start, window_images = time.perf_counter(), 0
                 bar.update(1)
             else:  # the epoch's batches ran out; a stop at max_steps keeps its place in the epoch instead
-                progress.epoch += 1
-                progress.batch = 0
-                figures = on_epoch_end(progress) if on_epoch_end is not None else {}
+                # The epoch counts as done only once its end-of-epoch work (validation) has finished: a Ctrl-C
+                # during it saves the epoch as not yet ended, and a resumed run does that work again.
+                ended = Progress(epoch=progress.epoch + 1, batch=0, step=progress.step)
+                figures = on_epoch_end(ended) if on_epoch_end is not None else {}
                 if figures and writer is not None:
-                    writer.write({"epoch": progress.epoch - 1, "step": progress.step, **figures})
+                    writer.write({"epoch": progress.epoch, "step": progress.step, **figures})
+                progress.epoch, progress.batch = ended.epoch, ended.batch
                 model.train()  # the callback may have put the model in eval mode
             if is_main:
                 save_checkpoint(ckpt, model, optimizer, progress)
