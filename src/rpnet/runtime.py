@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 import random
+import signal
+import sys
 
 import numpy as np
 import torch
@@ -10,6 +14,22 @@ from torch import Tensor, nn
 
 from .engine.distributed import world
 from .errors import ConfigError
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+
+
+def die_with_parent() -> None:
+    """Worker initializer: have the kernel kill this process when the process that started it dies, however
+    it dies (kill -9 included), so no worker outlives a killed run. Linux only; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # an unusual libc: the worker simply lives as before
+        pass
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -39,6 +39,7 @@ from ..errors import ConfigError, RpnetError
 from ..io import readable, save_mask
 from ..layout import WorkDir, load_cams
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
+from ..runtime import die_with_parent
 from ..ops.crf import confident_labels
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,8 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
             # "spawn": a forked child would inherit the parent's torch thread pools, which can
             # deadlock; spawned ones start clean (and it is the only start method on some systems).
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=settings.workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(max_workers=settings.workers, mp_context=context,
+                                     initializer=die_with_parent) as pool:
                 futures = [pool.submit(label_image, *job) for job in jobs]
                 try:
                     for future in as_completed(futures):
