@@ -141,6 +141,9 @@ def write_mixed_images(folder):
 def test_cli_predict_on_a_folder_of_mixed_images(weights, tmp_path, capsys, umask_022):
     sizes = write_mixed_images(tmp_path / "in")
     out = tmp_path / "out"
+    (out / "overlays").mkdir(parents=True)
+    leftover = out / "overlays" / ".im00.k3j9x2ab.tmp.jpg"  # what a predict killed mid-write leaves
+    leftover.write_bytes(b"half")
     assert main(["predict", "--weights", str(weights), str(tmp_path / "in"), "--out", str(out), "--device", "cpu"]) == 0
     for name, size in sizes.items():
         mask = load_mask(out / "masks" / f"{name}.png")
@@ -152,6 +155,7 @@ def test_cli_predict_on_a_folder_of_mixed_images(weights, tmp_path, capsys, umas
         for output in (out / "masks" / f"{name}.png", out / "overlays" / f"{name}.jpg"):
             assert output.stat().st_mode & 0o777 == 0o644, output
     assert "5 masks" in capsys.readouterr().out
+    assert not leftover.exists()
 
 
 def test_cli_predict_goes_past_a_bad_file_and_fails_at_the_end(weights, tmp_path, capsys, caplog):

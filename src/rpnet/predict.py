@@ -40,7 +40,7 @@ from .data.folder import IMAGE_SUFFIXES as DATASET_SUFFIXES
 from .data.images import read_class_list, read_image
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, UINT8_MAX
 from .errors import ConfigError, DataError
-from .io import IGNORE_INDEX, save_image, save_mask
+from .io import IGNORE_INDEX, remove_temporaries, save_image, save_mask
 from .models.deeplab import ALIGN_CORNERS, build_segmentation_model
 from .models.weights import save_safetensors
 from .runtime import resolve_device
@@ -379,6 +379,9 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
 
     out_dir = Path(out_dir)
     paths = collect_images(inputs)
+    if world().is_main:  # what a killed predict left half-written (a second predict into one OUT is not supported)
+        for folder in ("masks", "overlays"):
+            remove_temporaries(out_dir / folder)
     written = []
     failed = np.zeros(len(paths), dtype=np.int64)  # (N,) 1 where image i could not be read, over all ranks
     current = world()
