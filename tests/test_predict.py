@@ -92,8 +92,24 @@ def test_predictor_on_arrays_grey_and_rgba_and_large_images():
     big = rng.integers(0, 256, (120, 90, 3), dtype=np.uint8)  # beyond max_side: run at 50 px, answered at full size
     probs = predictor.probabilities(big)
     assert probs.shape == (3, 120, 90) and np.allclose(probs.sum(0), 1, atol=1e-5)
+    # the labels of a large image come a band of rows at a time: the argmax of the same resized probabilities
+    assert np.array_equal(predictor(big), probs.argmax(axis=0))
     with pytest.raises(ValueError, match="shape"):
         predictor(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_banded_argmax_samples_where_interpolate_does():
+    from rpnet.predict import banded_argmax
+
+    # two classes over a 2 x 3 map, resized to 5 x 7 (odd sizes, bands of 2 rows): the bilinear probabilities
+    # of F.interpolate (align_corners False), argmax'd, whatever the band
+    probs = torch.tensor([[[0.9, 0.2, 0.6], [0.1, 0.7, 0.3]]])
+    probs = torch.cat([probs, 1 - probs])
+    full = torch.nn.functional.interpolate(probs[None], size=(5, 7), mode="bilinear", align_corners=False)[0]
+    for rows in (1, 2, 5):
+        np.testing.assert_array_equal(banded_argmax(probs, (5, 7), rows=rows), full.argmax(0).numpy())
+    # by hand at the corner: (0.5) * 3/7 - 0.5 < 0 is clamped to column 0, row 0: class 0 has 0.9
+    assert banded_argmax(probs, (5, 7))[0, 0] == 0
 
 
 def test_from_weights_with_a_class_list(weights, tmp_path):
@@ -122,6 +138,11 @@ def test_label_overlay_tints_foreground_only():
     out = label_overlay(image, labels, alpha=0.5)
     assert np.array_equal(out[0, 0], [100, 100, 100]) and np.array_equal(out[1, 0], [100, 100, 100])
     assert np.array_equal(out[0, 1], [114, 50, 50])  # VOC colour of label 1 is (128, 0, 0): (100 + 128) / 2, 100 / 2
+    # taller than a band of rows: every band gets the same rule
+    tall = np.full((150, 1, 3), 100, np.uint8)
+    stripes = (np.arange(150) % 2).astype(np.uint8)[:, None]
+    out = label_overlay(tall, stripes, alpha=0.5)
+    assert (out[1::2, 0] == [114, 50, 50]).all() and (out[0::2, 0] == 100).all()
 
 
 def write_mixed_images(folder):

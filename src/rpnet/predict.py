@@ -33,6 +33,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors import safe_open
 from torch import Tensor, nn
 
@@ -304,21 +305,56 @@ class Predictor:
             return read_image(image)
         return as_rgb(image)
 
-    def probabilities(self, image: np.ndarray | str | Path) -> np.ndarray:
-        """Class probabilities (C, H, W) float32 of an image (array or file), summing to 1 over C."""
-        image = self._image(image)
+    def _working_probabilities(self, image: np.ndarray) -> Tensor:
+        """(C, h, w) probabilities at the working size: the image's own, or, for an image whose long side
+        exceeds ``max_side``, the image shrunk to it first (PIL bilinear on the 8-bit pixels), so that no
+        full-size array of C channels is ever held."""
         height, width = image.shape[:2]
-        x = normalize_image(image, self.spec.mean, self.spec.std).to(self.device)
-        shrink = 1.0
         if self.max_side is not None and max(height, width) > self.max_side:
             shrink = self.max_side / max(height, width)
-        scales = [s * shrink for s in self.scales]
-        probs = multiscale_probs(self.model, x, scales, self.flip, self.tile_size, self.tile_overlap)
+            size = (max(1, round(width * shrink)), max(1, round(height * shrink)))
+            image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+        x = normalize_image(image, self.spec.mean, self.spec.std).to(self.device)
+        return multiscale_probs(self.model, x, self.scales, self.flip, self.tile_size, self.tile_overlap)
+
+    def probabilities(self, image: np.ndarray | str | Path) -> np.ndarray:
+        """Class probabilities (C, H, W) float32 of an image (array or file), summing to 1 over C. Above
+        ``max_side`` they are computed at that size and resized bilinearly (C x H x W floats: labels
+        from :meth:`__call__` need far less memory)."""
+        image = self._image(image)
+        probs = self._working_probabilities(image)
+        if tuple(probs.shape[-2:]) != image.shape[:2]:
+            probs = F.interpolate(probs[None], size=image.shape[:2], mode="bilinear", align_corners=ALIGN_CORNERS)[0]
         return probs.cpu().numpy()
 
     def __call__(self, image: np.ndarray | str | Path) -> np.ndarray:
-        """The (H, W) uint8 label map of an image (array or file)."""
-        return self.probabilities(image).argmax(axis=0).astype(np.uint8)
+        """The (H, W) uint8 label map of an image (array or file): the most probable class of each pixel.
+        Above ``max_side`` the probabilities are resized to the image a band of rows at a time
+        (:func:`banded_argmax`), so memory stays near the working size's whatever the image's."""
+        image = self._image(image)
+        probs = self._working_probabilities(image)
+        if tuple(probs.shape[-2:]) == image.shape[:2]:
+            return probs.argmax(dim=0).to(torch.uint8).cpu().numpy()
+        return banded_argmax(probs, image.shape[:2])
+
+
+BAND_ROWS = 64  # output rows resized at a time by banded_argmax
+
+
+def banded_argmax(probs: Tensor, size: tuple[int, int], rows: int = BAND_ROWS) -> np.ndarray:
+    """The argmax over classes of ``probs`` (C, h, w) resized bilinearly to ``size`` (H, W), computed ``rows``
+    output rows at a time: (H, W) uint8. Each band samples the same points ``F.interpolate`` (align_corners
+    False) would: source coordinate (dst + 0.5) * h / H - 0.5, clamped at the border."""
+    height, width = size
+    xs = (torch.arange(width, dtype=torch.float32, device=probs.device) + 0.5) / width * 2 - 1
+    labels = np.empty((height, width), dtype=np.uint8)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        ys = (torch.arange(top, bottom, dtype=torch.float32, device=probs.device) + 0.5) / height * 2 - 1
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]  # (1, rows, W, (x, y))
+        band = F.grid_sample(probs[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        labels[top:bottom] = band[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
+    return labels
 
 
 # ---------------------------------------------------------------------------- files in, files out
@@ -326,11 +362,16 @@ class Predictor:
 
 def label_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
     """The class colours (VOC palette) blended over an (H, W, 3) uint8 image where a pixel is
-    labelled with a foreground class; background and ignore pixels show the image unchanged."""
-    colours = colorize(labels).astype(np.float32)
-    blended = image.astype(np.float32) * (1 - alpha) + colours * alpha
-    foreground = ((labels != BACKGROUND) & (labels != IGNORE_INDEX))[:, :, None]
-    return np.where(foreground, np.rint(blended), image).astype(np.uint8)
+    labelled with a foreground class; background and ignore pixels show the image unchanged. Computed
+    :data:`BAND_ROWS` rows at a time, so a 100-megapixel photo needs no full-size float copies."""
+    out = np.empty_like(image, dtype=np.uint8)
+    for top in range(0, image.shape[0], BAND_ROWS):
+        rows = slice(top, top + BAND_ROWS)
+        colours = colorize(labels[rows]).astype(np.float32)
+        blended = image[rows].astype(np.float32) * (1 - alpha) + colours * alpha
+        foreground = ((labels[rows] != BACKGROUND) & (labels[rows] != IGNORE_INDEX))[:, :, None]
+        out[rows] = np.where(foreground, np.rint(blended), image[rows]).astype(np.uint8)
+    return out
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -413,6 +454,6 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
 __all__ = [
     "SegmentationSpec", "Predictor", "WEIGHTS_FORMAT", "IMAGE_SUFFIXES", "build_model",
     "save_segmentation_weights", "read_spec", "load_segmentation_model", "normalize_image", "tile_layout",
-    "tiled_logits", "multiscale_probs", "as_rgb", "label_overlay", "collect_images", "output_names",
+    "tiled_logits", "multiscale_probs", "banded_argmax", "as_rgb", "label_overlay", "collect_images", "output_names",
     "predict_files",
 ]
