@@ -1,6 +1,5 @@
 """Workers die with the process that started them, even when it is killed with SIGKILL."""
 
-import os
 import subprocess
 import sys
 import time
