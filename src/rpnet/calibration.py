@@ -30,7 +30,7 @@ import numpy as np
 from .config import AUTO, Config, Threshold
 from .data.build import calibration_dataset
 from .data.dataset import TaggedImages
-from .errors import RpnetError
+from .errors import RpnetError, OutputError
 from .io import read_json, write_json
 from .layout import CALIBRATION as CALIBRATION_FILE, WorkDir, load_cams
 from .ops.calibration import (BINS, choose_candidate, held_out_matrices, miou_of,
@@ -206,7 +206,7 @@ def cam_evidence(cfg: Config, images: TaggedImages, thresholds: np.ndarray) -> n
         for i, record in enumerate(images.records):
             path = work.cam(record.id)
             if not path.exists():
-                raise RpnetError(f"no CAM for calibration image {record.id} at {path}: run make-cam first")
+                raise OutputError(f"no CAM for calibration image {record.id} at {path}: run make-cam first", path)
             cam = load_cams(path)
             gt = images[i]["mask"]
             if cam.high_res.shape[1:] != gt.shape:
@@ -251,7 +251,7 @@ def cam_histogram(cam_paths: list[Path]) -> np.ndarray:
     histogram = np.zeros(BINS, dtype=np.int64)
     for path in cam_paths:
         if not path.exists():
-            raise RpnetError(f"no CAM at {path}: run make-cam first")
+            raise OutputError(f"no CAM at {path}: run make-cam first", path)
         histogram += score_histogram(load_cams(path).high_res.astype(np.float32))
     return histogram
 

@@ -17,3 +17,12 @@ class ConfigError(RpnetError):
 
 class DataError(RpnetError):
     """A dataset is malformed; the message names the file."""
+
+
+class OutputError(DataError):
+    """A file a stage wrote is missing or cannot be read (``path``): ``rpnet run`` redoes that stage
+    (deleting the unreadable file) and the stages below it, instead of stopping."""
+
+    def __init__(self, message: str, path) -> None:
+        super().__init__(message)
+        self.path = path

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import DataError
+from .errors import DataError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +126,11 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
 UNREADABLE = (OSError, EOFError, ValueError, zipfile.BadZipFile, UnidentifiedImageError, SyntaxError)
 
 
-def unreadable(path: Path, exc: BaseException) -> DataError:
-    """The error a reader raises for a file it cannot read: the file, why, and what to do."""
-    return DataError(f"{path} is unreadable ({type(exc).__name__}: {exc}); delete it, or rerun the stage that "
-                     "wrote it: a rerun redoes only missing and unreadable files")
+def unreadable(path: Path, exc: BaseException) -> OutputError:
+    """The error a reader raises for a file it cannot read: the file, why, and what to do. An
+    :class:`~rpnet.errors.OutputError`: where the file is a stage's output, ``rpnet run`` redoes that stage."""
+    return OutputError(f"{path} is unreadable ({type(exc).__name__}: {exc}); delete it, or rerun the stage that "
+                       "wrote it: a rerun redoes only missing and unreadable files", path)
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ import pytest
 
 from rpnet import stages
 from rpnet.config import load_config, to_dict
+from rpnet.errors import OutputError
 from rpnet.io import atomic_write_text
 from rpnet.layout import WorkDir, update_metrics
 from rpnet.pipeline.fingerprint import declared_value
@@ -31,6 +32,16 @@ FAKE_METRICS = {"eval-cam": ("cam_miou", lambda cfg: cfg.eval_cam.threshold * 10
 
 class Killed(RuntimeError):
     """What a fake stage raises half-way (a stand-in for a crash or a kill)."""
+
+
+def read_item(path: Path) -> str:
+    """An upstream stage's item, as a real stage reads an output: missing or unreadable is an OutputError."""
+    if not path.is_file() or path.read_text() == CORRUPT:
+        raise OutputError(f"{path} is unreadable", path)
+    return path.read_text()
+
+
+CORRUPT = "corrupt"  # an item file's contents that read_item refuses
 
 
 class FakePipeline:
@@ -52,7 +63,7 @@ class FakePipeline:
         out = stage_dir(cfg, name)
         raw = to_dict(cfg)
         spec = stages.stage(name)
-        upstream = [(WorkDir(cfg.work_dir).stage(u) / "item0.txt").read_text() for u in spec.upstream]
+        upstream = [read_item(WorkDir(cfg.work_dir).stage(u) / "item0.txt") for u in spec.upstream]
         content = json.dumps({"stage": name, "sections": {s: declared_value(raw, s) for s in spec.sections},
                               "upstream": upstream}, sort_keys=True)
         for i in range(ITEMS):

@@ -241,6 +241,28 @@ def test_a_kill_while_a_stale_stage_is_deleted_leaves_nothing_in_the_way(fake, f
     assert not [p for p in cfg.work_dir.iterdir() if p.name.startswith(workdir.TRASH_PREFIX)]
 
 
+def test_a_corrupt_or_missing_output_redoes_the_stage_that_wrote_it_and_those_below(fake, fake_cfg):
+    from conftest import CORRUPT
+
+    cfg = fake_cfg()
+    run_pipeline(cfg)
+    fake.ran()
+    reference = fake.outputs(cfg.work_dir)
+    cam = WorkDir(cfg.work_dir).stage("make-cam") / "item0.txt"
+    cam.write_text(CORRUPT)
+    # make-pseudo reruns (a changed setting), meets the corrupt CAM: make-cam is continued (the file redone),
+    # and every stage below it runs again
+    run_pipeline(fake_cfg("pseudo.beta=8"))
+    assert ("make-cam", True) in fake.calls  # continued, not started afresh
+    assert fake.ran() == ["make-pseudo", "make-cam", *FAKE_ORDER[2:]]
+    assert cam.read_text() != CORRUPT
+    cam.unlink()  # deleted by hand: the same
+    run_pipeline(fake_cfg("pseudo.beta=9"))
+    assert fake.ran() == ["make-pseudo", "make-cam", *FAKE_ORDER[2:]]
+    assert stage_statuses(fake_cfg("pseudo.beta=9"))["make-cam"].state == "done"
+    assert set(fake.outputs(cfg.work_dir)) == set(reference)
+
+
 def test_a_batch_larger_than_the_data_is_refused_before_the_first_stage_runs(fake, fake_cfg, monkeypatch):
     from rpnet.stages import train_seg
 

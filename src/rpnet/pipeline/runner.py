@@ -29,11 +29,11 @@ from typing import Any
 from ..config import Config, save_config
 from ..data.build import build_dataset
 from ..engine.distributed import barrier, world
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from ..io import read_json, write_json
 from ..workdir import mark, remove_ours, writing
 from .. import stages
-from ..layout import METRICS, RUN_CONFIG
+from ..layout import METRICS, RUN_CONFIG, WorkDir
 from .graph import check_stage, scored_split, stage_order
 from .state import DONE_RECORD, STARTED_RECORD, StageStatus, stage_statuses
 
@@ -70,41 +70,87 @@ def run_pipeline(cfg: Config, *, start: str | None = None, until: str | None = N
     ``start``: rerun that stage and every later one even when they are done. Writes the
     resolved config to ``WORK_DIR/config.yaml`` and ``done.json`` into each stage's folder.
     Returns one :class:`StageResult` per stage considered, in order.
+
+    A stage that finds a file an earlier stage wrote missing or unreadable (:class:`~rpnet.errors.OutputError`)
+    does not stop the run: that file is deleted, the stage that wrote it is continued (it redoes what is
+    missing) and every stage below it runs again; once per file (single process; under torchrun the error
+    stands).
     """
     order = stage_order()
     first, last = stage_range(order, start, until)
     work = Path(cfg.work_dir)
     main = world().is_main
+    redone: set[Path] = set()
     with writing(work, main=main):
         if main:
             save_config(cfg, work / RUN_CONFIG)
         statuses = stage_statuses(cfg, order)
         preflight(cfg, [n for i, n in enumerate(order[:last + 1]) if i >= first or statuses[n].state != "done"])
-        results = []
-        for index, name in enumerate(order[:last + 1]):
-            # Recomputed per stage: a stage that just reran changes the state of those below it.
-            status = stage_statuses(cfg, order)[name]
-            forced = index >= first
-            scored = scored_split(cfg, name)
-            if scored is not None and not split_has_masks(cfg, scored):
-                if main:
-                    print(f"rpnet run: {name} skipped: split {scored!r} of {cfg.data.root} has no "
-                          "masks to score against")
-                results.append(StageResult(name, "no masks", 0.0, {}))
-                continue
-            if status.state == "done" and not forced:
-                record = status.record or {}
-                log.info("run: %s is up to date (fingerprint %s), skipped", name, status.fingerprint)
-                results.append(StageResult(name, "skipped", float(record.get("seconds", 0.0)), record.get("metrics", {})))
-                continue
-            resume = status.state == "partial" and not forced
-            barrier()  # every rank has read the state before rank 0 changes it
-            if main and not resume:
-                clear_stage(work, status)
-            barrier()  # and no rank starts the stage on the old outputs
-            results.append(run_stage(cfg, name, status, resume=resume, main=main))
-            barrier()  # done.json is written before any rank reads the next state
+        while True:
+            try:
+                return run_stages(cfg, order, first, last)
+            except OutputError as exc:
+                owner = output_owner(work, Path(exc.path), order)
+                if owner is None or world().distributed or Path(exc.path) in redone:
+                    raise
+                redone.add(Path(exc.path))
+                log.warning("run: %s; redoing %s and the stages below it", exc, owner)
+                reopen_stage(cfg, owner, Path(exc.path))
+                first = len(order)  # what the first attempt forced has run; the rest follows from the states
+
+
+def run_stages(cfg: Config, order: list[str], first: int, last: int) -> list[StageResult]:
+    """One pass over the stages up to index ``last``, forcing those from index ``first`` (run_pipeline)."""
+    work = Path(cfg.work_dir)
+    main = world().is_main
+    results = []
+    for index, name in enumerate(order[:last + 1]):
+        # Recomputed per stage: a stage that just reran changes the state of those below it.
+        status = stage_statuses(cfg, order)[name]
+        forced = index >= first
+        scored = scored_split(cfg, name)
+        if scored is not None and not split_has_masks(cfg, scored):
+            if main:
+                print(f"rpnet run: {name} skipped: split {scored!r} of {cfg.data.root} has no "
+                      "masks to score against")
+            results.append(StageResult(name, "no masks", 0.0, {}))
+            continue
+        if status.state == "done" and not forced:
+            record = status.record or {}
+            log.info("run: %s is up to date (fingerprint %s), skipped", name, status.fingerprint)
+            results.append(StageResult(name, "skipped", float(record.get("seconds", 0.0)), record.get("metrics", {})))
+            continue
+        resume = status.state == "partial" and not forced
+        barrier()  # every rank has read the state before rank 0 changes it
+        if main and not resume:
+            clear_stage(work, status)
+        barrier()  # and no rank starts the stage on the old outputs
+        results.append(run_stage(cfg, name, status, resume=resume, main=main))
+        barrier()  # done.json is written before any rank reads the next state
     return results
+
+
+def output_owner(work: Path, path: Path, order: list[str]) -> str | None:
+    """The stage whose folder holds ``path`` (a file it wrote), or None (a user's file: a mask, an image)."""
+    for name in order:
+        folder = WorkDir(work).stage(name)
+        if path.resolve().is_relative_to(folder.resolve()):
+            return name
+    return None
+
+
+def reopen_stage(cfg: Config, name: str, path: Path) -> None:
+    """Make stage ``name`` partial again, as if killed before it finished: ``path`` (its unreadable or
+    missing output) deleted, its ``done.json`` turned back into the ``started.json`` of the same inputs,
+    so that the next pass continues it (it redoes only what is missing) and reruns every stage below."""
+    folder = WorkDir(cfg.work_dir).stage(name)
+    path.unlink(missing_ok=True)
+    done = folder / DONE_RECORD
+    record = read_json(done) if done.is_file() else None
+    if record is not None:
+        write_json(folder / STARTED_RECORD, {key: record[key] for key in ("stage", "fingerprint", "upstream")
+                                             if key in record} | {"started": now()})
+        done.unlink()
 
 
 def preflight(cfg: Config, names: list[str]) -> None:

@@ -34,7 +34,7 @@ from ..calibration import (MaskCalibration, calibration_images, cam_histogram, l
                            cam_threshold_on_masks, estimate_metrics, resolve_values, write_calibration)
 from ..config import AUTO, Config
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
-from ..errors import RpnetError
+from ..errors import RpnetError, OutputError
 from ..io import load_mask, write_json
 from ..layout import WorkDir, load_cams, update_metrics
 from ..metrics import ConfusionMatrix, RegionRates, format_iou_table, per_class_iou
@@ -130,7 +130,7 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
         record = dataset.records[i]
         path = work.cam(record.id)
         if not path.exists():
-            raise RpnetError(f"no CAM for image {record.id} at {path}: run make-cam first")
+            raise OutputError(f"no CAM for image {record.id} at {path}: run make-cam first", path)
         cam = load_cams(path)
         sample = dataset[i]
         gt, high = sample["mask"], cam.high_res.astype(np.float32)

@@ -35,7 +35,7 @@ from ..calibration import (MaskCalibration, calibration_images, cam_histogram, l
 from ..config import AUTO, Config
 from ..data.images import read_image
 from ..engine.progress import progress_bar
-from ..errors import ConfigError, RpnetError
+from ..errors import ConfigError, RpnetError, OutputError
 from ..io import readable, save_mask
 from ..layout import WorkDir, load_cams
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
@@ -106,7 +106,8 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     todo = [r for r in shard(dataset.records, current) if not readable(out / f"{r.id}.png")]
     for record in todo:
         if not work.cam(record.id).exists():
-            raise RpnetError(f"no CAM for image {record.id} at {work.cam(record.id)}: run make-cam first")
+            raise OutputError(f"no CAM for image {record.id} at {work.cam(record.id)}: run make-cam first",
+                              work.cam(record.id))
     settings = cfg.ir_label
     fg_threshold, bg_threshold = calibrate(cfg, [work.cam(r.id) for r in shard(dataset.records, current)])
     jobs = [(r.image, work.cam(r.id), out / f"{r.id}.png", fg_threshold, bg_threshold) for r in todo]

@@ -42,7 +42,7 @@ from ..data.transforms import eval_transform
 from ..engine.checkpoint import load_model_weights
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
 from ..engine.progress import progress_bar
-from ..errors import RpnetError
+from ..errors import RpnetError, OutputError
 from ..io import load_npz, readable, save_mask, save_npz
 from ..layout import WorkDir, load_cams, save_boundary, update_metrics
 from ..models.build import build_irn
@@ -198,7 +198,7 @@ def walk_images(cfg: Config, dataset, todo: list[int]) -> None:
     for i in todo:
         path = work.cam(dataset.records[i].id)
         if not path.exists():
-            raise RpnetError(f"no CAM for image {dataset.records[i].id} at {path}: run make-cam first")
+            raise OutputError(f"no CAM for image {dataset.records[i].id} at {path}: run make-cam first", path)
     weights = work.weights("train-irn")
     if not weights.is_file():
         raise RpnetError(f"no IRN weights at {weights}: run train-irn first")
