@@ -119,3 +119,12 @@ def test_a_lock_file_is_not_a_foreign_file(tmp_path):
     with work_dir_lock(tmp_path):
         pass
     claim_work_dir(tmp_path)  # only the (released) lock file in it
+
+
+def test_deleting_the_lock_file_during_a_run_lets_no_second_writer_in(tmp_path):
+    with work_dir_lock(tmp_path, command="rpnet run first.yaml"):
+        (tmp_path / LOCK_FILE).unlink()  # a clean-up script, or a user tidying the folder
+        code = ("import sys; from rpnet.workdir import work_dir_lock\n"
+                f"with work_dir_lock({str(tmp_path)!r}): pass")
+        second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert second.returncode != 0 and "is in use by" in second.stderr

@@ -1,8 +1,8 @@
 """Who may write into a work dir: one rpnet process at a time, and only into folders rpnet made.
 
-**The lock.** ``rpnet run``, the stage commands and ``rpnet sweep`` hold ``WORK_DIR/.rpnet.lock``
-while they write: an exclusive ``flock`` on the file, which holds the holder's pid, host, start
-time and command. A second writer is refused with a :class:`WorkDirBusy` that names the holder.
+**The lock.** ``rpnet run``, the stage commands and ``rpnet sweep`` hold the work dir's lock while
+they write: an exclusive ``flock`` on the work dir itself (so deleting a file cannot release it);
+``WORK_DIR/.rpnet.lock`` holds the holder's pid, host, start time and command. A second writer is refused with a :class:`WorkDirBusy` that names the holder.
 The kernel drops the lock when its process dies however it dies (kill -9 included), so a lock
 left by a dead process is simply taken over by the next run: nothing to clean up by hand. Locks
 are re-entrant within a process (``rpnet sweep`` runs ``rpnet run`` on each of its cells).
@@ -66,7 +66,8 @@ def read_holder(path: Path) -> dict:
 
 @contextlib.contextmanager
 def work_dir_lock(folder: str | Path, command: str | None = None) -> Iterator[Path]:
-    """Hold ``folder/.rpnet.lock`` for the ``with`` block; :class:`WorkDirBusy` when another process holds it.
+    """Hold the lock of ``folder`` for the ``with`` block (an exclusive ``flock`` on the folder; its holder is
+    written to ``folder/.rpnet.lock``); :class:`WorkDirBusy` when another process holds it.
 
     ``command``: what to tell a refused second writer (default: this process's command line).
     Creates ``folder`` if needed. Yields the lock file's path.
@@ -85,7 +86,9 @@ def work_dir_lock(folder: str | Path, command: str | None = None) -> Iterator[Pa
             fd, depth = _held[path]
             _held[path] = (fd, depth - 1)
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    # The lock is held on the folder itself: deleting .rpnet.lock during a run (a clean-up script, a user)
+    # lets no second writer in. The file only says who holds it.
+    fd = os.open(folder, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -98,15 +101,15 @@ def work_dir_lock(folder: str | Path, command: str | None = None) -> Iterator[Pa
     info = {"pid": os.getpid(), "host": socket.gethostname(),
             "started": datetime.now().astimezone().isoformat(timespec="seconds"),
             "command": command or " ".join(["rpnet", *sys.argv[1:]])}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+    path.write_text(json.dumps(info) + "\n")
     _held[path] = (fd, 1)
     try:
         yield path
     finally:
         if _held[path][1] == 1:
             del _held[path]
-            os.ftruncate(fd, 0)  # an empty lock file: nobody holds it (a killed holder leaves its JSON)
+            with contextlib.suppress(OSError):
+                path.write_text("")  # an empty lock file: nobody holds it (a killed holder leaves its JSON)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
