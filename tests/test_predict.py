@@ -45,6 +45,19 @@ def test_weights_carry_the_spec_and_load_into_the_same_model(weights):
         torch.testing.assert_close(model(x), fresh(x))
 
 
+def test_weights_whose_metadata_contradicts_their_tensors_are_named(tmp_path):
+    import dataclasses
+
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    path = save_segmentation_weights(tmp_path / "m.safetensors", build_model(SPEC), SPEC)
+    lying = dataclasses.replace(SPEC, class_names=(*SPEC.class_names, "extra"))  # one class more than the head has
+    save_file(load_file(str(path)), str(tmp_path / "lying.safetensors"), metadata=lying.to_metadata())
+    with pytest.raises(DataError, match=r"lying.safetensors: its metadata describes .* tensors have other shapes"):
+        load_segmentation_model(tmp_path / "lying.safetensors")
+
+
 def test_a_weights_file_without_metadata_is_a_clear_error(tmp_path):
     from safetensors.torch import save_file
 

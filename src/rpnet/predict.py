@@ -146,6 +146,12 @@ def load_segmentation_model(path: str | Path) -> tuple[nn.Module, SegmentationSp
     except ConfigError as exc:
         raise DataError(f"{path}: {exc}") from None
     state = load_file(str(path))
+    shapes = model.state_dict()
+    wrong = [f"{key} {tuple(value.shape)} (expected {tuple(shapes[key].shape)})" for key, value in state.items()
+             if key in shapes and tuple(value.shape) != tuple(shapes[key].shape)]
+    if wrong:
+        raise DataError(f"{path}: its metadata describes a {spec.architecture} on {spec.backbone} with "
+                        f"{spec.num_classes} classes, but {len(wrong)} tensors have other shapes: {', '.join(wrong[:4])}")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise DataError(f"{path}: weights do not fit a {spec.architecture} on {spec.backbone}: "
