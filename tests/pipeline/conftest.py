@@ -47,6 +47,7 @@ CORRUPT = "corrupt"  # an item file's contents that read_item refuses
 class FakePipeline:
     ORDER = FAKE_ORDER
     Killed = Killed
+    CORRUPT = CORRUPT
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, bool]] = []

@@ -242,20 +242,18 @@ def test_a_kill_while_a_stale_stage_is_deleted_leaves_nothing_in_the_way(fake, f
 
 
 def test_a_corrupt_or_missing_output_redoes_the_stage_that_wrote_it_and_those_below(fake, fake_cfg):
-    from conftest import CORRUPT
-
     cfg = fake_cfg()
     run_pipeline(cfg)
     fake.ran()
     reference = fake.outputs(cfg.work_dir)
     cam = WorkDir(cfg.work_dir).stage("make-cam") / "item0.txt"
-    cam.write_text(CORRUPT)
+    cam.write_text(fake.CORRUPT)
     # make-pseudo reruns (a changed setting), meets the corrupt CAM: make-cam is continued (the file redone),
     # and every stage below it runs again
     run_pipeline(fake_cfg("pseudo.beta=8"))
     assert ("make-cam", True) in fake.calls  # continued, not started afresh
     assert fake.ran() == ["make-pseudo", "make-cam", *FAKE_ORDER[2:]]
-    assert cam.read_text() != CORRUPT
+    assert cam.read_text() != fake.CORRUPT
     cam.unlink()  # deleted by hand: the same
     run_pipeline(fake_cfg("pseudo.beta=9"))
     assert fake.ran() == ["make-pseudo", "make-cam", *FAKE_ORDER[2:]]
