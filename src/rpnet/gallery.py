@@ -25,6 +25,7 @@ from .io import atomic_path, atomic_write_text, load_mask, readable, voc_palette
 from .layout import WorkDir, load_cams
 
 PAGE_SIZE = 50
+SKIPPED = "left out of the gallery; `rpnet run --from STAGE` with the stage that wrote it writes it again"
 THUMBNAIL_PX = 160
 SAMPLE_ROWS = 4  # rows of the gallery the main report shows
 
@@ -83,7 +84,7 @@ def image_panels(work_dir: Path, record, class_names: Sequence[str]) -> list[Pan
 
     work = WorkDir(work_dir)
     image = read_image(record.image)
-    cams = load_cams(work.cam(record.id)) if readable(work.cam(record.id)) else None
+    cams = load_cams(work.cam(record.id)) if readable(work.cam(record.id), SKIPPED) else None
     panels = [Panel("image", image)]
     for tag in sorted(record.tags):
         heat = None
@@ -92,11 +93,11 @@ def image_panels(work_dir: Path, record, class_names: Sequence[str]) -> list[Pan
         panels.append(Panel(f"CAM: {class_names[tag + 1]}", heat))
 
     def labels(path: Path) -> np.ndarray | None:
-        return colorize(load_mask(path)) if readable(path) else None
+        return colorize(load_mask(path)) if readable(path, SKIPPED) else None
 
     boundary = work.boundaries / f"{record.id}.png"
     panels += [Panel("confident labels", labels(work.ir_labels / f"{record.id}.png")),
-               Panel("boundaries", grey_at(load_mask(boundary), image.shape[:2]) if readable(boundary) else None),
+               Panel("boundaries", grey_at(load_mask(boundary), image.shape[:2]) if readable(boundary, SKIPPED) else None),
                Panel("pseudo mask", labels(work.pseudo_masks / f"{record.id}.png")),
                Panel("prediction", labels(work.seg_masks / f"{record.id}.png"))]
     return panels

@@ -142,10 +142,11 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise unreadable(Path(path), exc) from None
 
 
-def readable(path: str | Path) -> bool:
+def readable(path: str | Path, then: str = "writing it again") -> bool:
     """Whether a finished output can be read back (a per-image stage's test before skipping an image):
     an .npz whose zip directory is intact, a PNG whose chunks pass their checksums. Cheap: nothing is
-    decompressed. An existing file that fails is logged, and the stage writes it again."""
+    decompressed. An existing file that fails is logged with what the caller does about it (``then``:
+    a stage writes it again; the gallery leaves its picture out)."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -157,7 +158,7 @@ def readable(path: str | Path) -> bool:
             with Image.open(path) as img:
                 img.verify()
     except UNREADABLE as exc:
-        log.warning("%s is unreadable (%s): writing it again", path, exc)
+        log.warning("%s is unreadable (%s): %s", path, exc, then)
         return False
     return True
 
