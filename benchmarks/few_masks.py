@@ -20,6 +20,7 @@ Printed per run, everything scored on the training images outside the calibratio
 
     python benchmarks/few_masks.py --out /tmp/fm                              # all designs, both models
     python benchmarks/few_masks.py --out /tmp/fm --profiles default --ks 0 10 --seg-ks 0 10
+    python benchmarks/few_masks.py --out /tmp/fm --summary        # the means per design, from few_masks.json
 
 ``OUT/few_masks.json`` keeps every row (a rerun adds to it; finished stages are skipped). On 2 CPU cores a
 base takes about 3 min, a draw about 2 min up to eval-pseudo and 2 min more with segmentation.
@@ -119,6 +120,31 @@ def print_row(name: str, row: dict) -> None:
           f"est cam {estimate('cam')} pseudo {estimate('pseudo')}", flush=True)
 
 
+def summary(results: dict, k: int) -> str:
+    """Per design and model, the means over the draws of k masks against k = 0: the issue's checks."""
+    lines = [f"k = {k}, means over draws; scored on the training images outside each calibration split",
+             "design           model     CAM chosen/oracle  pseudo / max(oracles)-1.5  seg k=0 -> k   "
+             "cam est in  pseudo est in  sources"]
+    keys = sorted({key.rsplit("/", 1)[0] for key in results})
+    for design_model in keys:
+        runs = [r for key, r in results.items() if key.startswith(design_model + "/") and r["k"] == k]
+        base = results.get(f"{design_model}/k0")
+        if not runs or base is None:
+            continue
+        mean = {name: float(np.mean([r[name] for r in runs])) if all(r[name] is not None for r in runs) else None
+                for name in ("cam_miou", "cam_oracle", "pseudo_miou", "walk_oracle", "seg_miou")}
+        bar = max(mean["cam_oracle"], mean["walk_oracle"]) - 1.5
+        seg = "-" if mean["seg_miou"] is None or base["seg_miou"] is None else \
+            f"{base['seg_miou']:.1f} -> {mean['seg_miou']:.1f}"
+        covered = {p: sum(bool(r[f"{p}_covered"]) for r in runs) for p in ("cam", "pseudo")}
+        design, model = design_model.split("/")
+        lines.append(f"{design:16s} {model:8s}  {mean['cam_miou']:5.1f} / {mean['cam_oracle']:5.1f}      "
+                     f"{mean['pseudo_miou']:5.1f} / {bar:5.1f} {'ok' if mean['pseudo_miou'] >= bar else 'BELOW'}"
+                     f"       {seg:14s}  {covered['cam']}/{len(runs)}         {covered['pseudo']}/{len(runs)}"
+                     f"          {' '.join(r['source'] for r in runs)}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -131,9 +157,14 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=200)
     parser.add_argument("--n-val", type=int, default=60)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--summary", action="store_true", help="print the summary of OUT/few_masks.json, run nothing")
     args = parser.parse_args()
     results_path = args.out / "few_masks.json"
     results = read_json(results_path) if results_path.exists() else {}
+    if args.summary:
+        for k in sorted({r["k"] for r in results.values()} - {0}):
+            print(summary(results, k), end="\n\n")
+        return
     for profile in args.profiles:
         data = args.out / "data" / profile
         if not (data / "synth.json").exists():
