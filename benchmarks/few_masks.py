@@ -120,14 +120,19 @@ def print_row(name: str, row: dict) -> None:
           f"est cam {estimate('cam')} pseudo {estimate('pseudo')}", flush=True)
 
 
-def summary(results: dict, k: int) -> str:
-    """Per design and model, the means over the draws of k masks against k = 0: the issue's checks."""
-    lines = [f"k = {k}, means over draws; scored on the training images outside each calibration split",
+def summary(results: dict, k: int, tag: str = "") -> str:
+    """Per design and model, the means over the draws of k masks against k = 0: the issue's checks.
+    ``tag``: the variant (``--tag``) whose rows to summarise; k = 0 is always the untagged run."""
+    lines = [f"k = {k}{f' ({tag})' if tag else ''}, means over draws; scored on the training images outside each "
+             "calibration split",
              "design           model     CAM chosen/oracle  pseudo / max(oracles)-1.5  seg k=0 -> k   "
              "cam est in  pseudo est in  sources"]
-    keys = sorted({key.rsplit("/", 1)[0] for key in results})
+    keys = sorted({key.rsplit("/", 1)[0] for key in results}, key=lambda dm: (SUITE_PROFILES.index(dm.split("/")[0])
+                                                                             if dm.split("/")[0] in SUITE_PROFILES
+                                                                             else 99, dm))
     for design_model in keys:
-        runs = [r for key, r in results.items() if key.startswith(design_model + "/") and r["k"] == k]
+        runs = [r for key, r in results.items() if key.startswith(design_model + "/") and r["k"] == k
+                and r.get("tag", "") == tag]
         base = results.get(f"{design_model}/k0")
         if not runs or base is None:
             continue
@@ -158,12 +163,15 @@ def main() -> None:
     parser.add_argument("--n-val", type=int, default=60)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--summary", action="store_true", help="print the summary of OUT/few_masks.json, run nothing")
+    parser.add_argument("--tag", default="", help="a variant's name (with --set): its runs go to k<k>_d<d>-TAG, "
+                                                  "copied from the untagged run of the same draw when it exists")
     args = parser.parse_args()
     results_path = args.out / "few_masks.json"
     results = read_json(results_path) if results_path.exists() else {}
     if args.summary:
-        for k in sorted({r["k"] for r in results.values()} - {0}):
-            print(summary(results, k), end="\n\n")
+        for tag in sorted({r.get("tag", "") for r in results.values()}):
+            for k in sorted({r["k"] for r in results.values() if r.get("tag", "") == tag} - {0}):
+                print(summary(results, k, tag), end="\n\n")
         return
     for profile in args.profiles:
         data = args.out / "data" / profile
@@ -175,15 +183,18 @@ def main() -> None:
             base = args.out / profile / model / "base"
             run_pipeline(config(data, base, model, args.overrides), until="make-cam")
             for k, d in draws:
-                name = f"k{k}_d{d}" if k else "k0"
+                plain = f"k{k}_d{d}" if k else "k0"
+                name = f"{plain}-{args.tag}" if args.tag else plain
                 work = args.out / profile / model / name
-                if not work.exists():
-                    shutil.copytree(base, work, copy_function=os.link)  # the classifier and CAMs, shared
+                if not work.exists():  # the classifier and CAMs (and a variant's unchanged stages), shared
+                    source = args.out / profile / model / plain if args.tag else base
+                    shutil.copytree(source if source.exists() else base, work, copy_function=os.link)
                 extra = [f"data.calibration_split={splits[(k, d)]}"] if k else []
                 cfg = config(data, work, model, [*args.overrides, *extra])
                 clock = time.perf_counter()
                 run_pipeline(cfg, until=None if k in args.seg_ks else "eval-pseudo")
-                row = {**row_of(cfg), "k": k, "draw": d, "seconds": round(time.perf_counter() - clock, 1)}
+                row = {**row_of(cfg), "k": k, "draw": d, "tag": args.tag,
+                       "seconds": round(time.perf_counter() - clock, 1)}
                 results[f"{profile}/{model}/{name}"] = row
                 write_json(results_path, results)
                 print_row(f"{profile} {model} {name}", row)
