@@ -114,6 +114,25 @@ def work_dir_lock(folder: str | Path, command: str | None = None) -> Iterator[Pa
             os.close(fd)
 
 
+def lock_held(folder: str | Path) -> bool:
+    """Whether another process holds ``folder``'s lock now (a run in progress); takes no lock itself."""
+    import fcntl
+
+    folder = Path(folder)
+    if not folder.is_dir() or (folder.resolve() / LOCK_FILE) in _held:
+        return False
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 def mark(folder: str | Path) -> Path:
     """Create ``folder`` (and parents) and mark it as rpnet's; returns the folder."""
     folder = Path(folder)

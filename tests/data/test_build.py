@@ -149,3 +149,15 @@ def test_calibration_splits_of_voc_and_coco(tmp_path):
     data = DataConfig(format="coco", root=coco, train_split="train2014", calibration_split="few")
     images = calibration_dataset(data)
     assert images.ids == ["COCO_val2014_000000000042"] and (images[0]["mask"] == 255).any()  # the crowd
+
+
+def test_the_untagged_warning_is_given_once_per_dataset(tmp_path, caplog):
+    data = DataConfig(format="folder", root=make_folder(tmp_path / "once"))
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):  # what the stages of one run do
+            build_dataset(data, "all", for_training=True)
+    assert sum("have no tag" in r.getMessage() for r in caplog.records) == 1
+    other = DataConfig(format="folder", root=make_folder(tmp_path / "other"))
+    with caplog.at_level(logging.WARNING):
+        build_dataset(other, "all", for_training=True)  # another dataset: its own warning
+    assert sum("have no tag" in r.getMessage() for r in caplog.records) == 2

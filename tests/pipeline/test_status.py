@@ -1,5 +1,7 @@
 """``rpnet status``: one line per stage with its state and figures, from the config saved in the work dir."""
 
+import json
+
 import pytest
 
 from rpnet.calibration import write_calibration
@@ -55,3 +57,30 @@ def test_status_shows_the_thresholds_a_stage_calibrated(fake, fake_cfg):
                       {"fg_threshold": 0.185, "bg_threshold": 0.0925})
     rows = lines_by_stage(format_status(cfg.work_dir))
     assert " ".join(rows["make-ir-label"]).endswith("fg_threshold 0.185 (auto), bg_threshold 0.05 (config)")
+
+
+def test_a_stage_in_progress_is_running_and_a_calibrated_threshold_is_listed_once(fake, fake_cfg):
+    import subprocess
+    import sys
+
+    cfg = fake_cfg()
+    run_pipeline(cfg, until="eval-cam")
+    write_calibration(cfg.work_dir / "eval_cam", {"cam_threshold": "auto"}, {"cam_threshold": 0.155})
+    done = json.loads((cfg.work_dir / "eval_cam" / "done.json").read_text())
+    done["metrics"]["cam_threshold"] = 0.15  # what eval-cam adds beside calibration.json
+    (cfg.work_dir / "eval_cam" / "done.json").write_text(json.dumps(done))
+    row = " ".join(lines_by_stage(format_status(cfg.work_dir))["eval-cam"])
+    assert row.count("cam_threshold") == 1 and row.endswith("cam_threshold 0.155 (auto)")
+    fake.kill["make-ir-label"] = 1
+    with pytest.raises(fake.Killed):
+        run_pipeline(cfg)
+    assert lines_by_stage(format_status(cfg.work_dir))["make-ir-label"][1] == "partial"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from rpnet.workdir import work_dir_lock\n"
+                               f"with work_dir_lock({str(cfg.work_dir)!r}):\n print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # another rpnet process is at work there
+        assert lines_by_stage(format_status(cfg.work_dir))["make-ir-label"][1] == "running"
+    finally:
+        holder.kill()
+        holder.wait()

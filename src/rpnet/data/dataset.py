@@ -232,6 +232,18 @@ class TaggedImages(Dataset):
         )
 
 
+_warned: set[tuple[str, str]] = set()
+
+
+def warn_once(message: str, *args: object, where: object = "", log: logging.Logger = logger) -> None:
+    """Log a warning the first time this process meets it about ``where`` (a dataset's folder): every stage
+    of a run reads the same dataset, and the same warning five times is noise."""
+    text = message % args
+    if (text, str(where)) not in _warned:
+        _warned.add((text, str(where)))
+        log.warning(text)
+
+
 def drop_untagged(dataset: TaggedImages) -> TaggedImages:
     """The images that carry at least one tag; the others are reported in one warning.
 
@@ -243,10 +255,8 @@ def drop_untagged(dataset: TaggedImages) -> TaggedImages:
     if not dropped:
         return dataset
     examples = ", ".join(dropped[:MAX_IDS_REPORTED]) + (", ..." if len(dropped) > MAX_IDS_REPORTED else "")
-    logger.warning(
-        "%d of %d images have no tag and are left out of training: %s",
-        len(dropped), len(dataset), examples,
-    )
+    warn_once("%d of %d images have no tag and are left out of training: %s", len(dropped), len(dataset), examples,
+              where=dataset.records[0].image.parent)
     return dataset.subset(keep)
 
 

@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 
 from ..errors import DataError
-from .dataset import ImageRecord
+from .dataset import ImageRecord, warn_once
 from .images import read_class_list, safe_join
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def _read_tags_json(path: Path) -> list[tuple[str, list[str]]]:
 def _split_names(root: Path, split: str, resolve: _EntryResolver, files: dict[str, Path]) -> list[str]:
     split_file = safe_join(root, f"{split}.txt")
     if not split_file.is_file():
-        logger.warning("no split file %s: split %r is every image in %s, including any you evaluate on; "
+        warn_once("no split file %s: split %r is every image in %s, including any you evaluate on; "
                        "list the images of each split in <split>.txt to keep them apart", split_file, split,
                        root / "images")
         return list(files)

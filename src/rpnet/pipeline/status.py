@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..calibration import CALIBRATION_FILE, calibration_summary
+from ..calibration import CALIBRATION_FILE, calibration_entries, calibration_summary
+from ..workdir import lock_held
 from ..config import Config, load_config
 from ..errors import DataError, RpnetError
 from ..layout import RUN_CONFIG
 from .graph import scored_split, scoring_stages
 from .runner import split_has_masks
-from .state import StageStatus, stage_statuses
+from .state import STARTED_RECORD, StageStatus, stage_statuses
 
 COLUMNS = ("stage", "state", "finished", "seconds", "figures")
 
@@ -41,17 +42,23 @@ def figures(metrics: dict[str, Any]) -> str:
     return ", ".join(shown)
 
 
-def status_rows(statuses: dict[str, StageStatus], unscored: frozenset[str] = frozenset()) -> list[tuple[str, ...]]:
+def status_rows(statuses: dict[str, StageStatus], unscored: frozenset[str] = frozenset(),
+                running: bool = False) -> list[tuple[str, ...]]:
     """One row of :data:`COLUMNS` per stage; a stale stage shows what its old outputs reported.
 
     ``unscored``: eval stages whose split has no masks: ``rpnet run`` skips them, and a missing one
-    shows as "no masks" rather than as work left to do."""
+    shows as "no masks" rather than as work left to do. ``running``: another process holds the work
+    dir's lock, so the stage it has started is "running", not "partial"."""
     rows = []
     for status in statuses.values():
         record = status.record or {}
         seconds = record.get("seconds")
-        shown = [figures(record.get("metrics", {})), calibration_summary(status.folder / CALIBRATION_FILE)]
+        calibrated = {key for key, _, _ in calibration_entries(status.folder / CALIBRATION_FILE)}
+        metrics = {k: v for k, v in record.get("metrics", {}).items() if k not in calibrated}  # shown once, below
+        shown = [figures(metrics), calibration_summary(status.folder / CALIBRATION_FILE)]
         state = "no masks" if status.state == "missing" and status.name in unscored else status.state
+        if state == "partial" and running and (status.folder / STARTED_RECORD).is_file():
+            state = "running"
         rows.append((status.name, state, str(record.get("finished", "")),
                      "" if seconds is None else f"{seconds:.1f}", ", ".join(s for s in shown if s)))
     return rows
@@ -64,6 +71,6 @@ def format_status(work_dir: str | Path) -> str:
         unscored = frozenset(name for name in scoring_stages() if not split_has_masks(cfg, scored_split(cfg, name)))
     except RpnetError:  # the dataset has moved or gone: the states stand as they are
         unscored = frozenset()
-    rows = [COLUMNS, *status_rows(stage_statuses(cfg), unscored)]
+    rows = [COLUMNS, *status_rows(stage_statuses(cfg), unscored, running=lock_held(Path(work_dir)))]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
     return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in rows)
