@@ -129,7 +129,7 @@ def test_truncated_jpeg_is_an_error_naming_the_file(tiny_voc, tmp_path):
     assert str(image) in problem and "truncated" in problem
 
 
-def test_untagged_image_is_a_warning_and_left_out_of_training(folder):
+def test_untagged_image_is_a_note_and_left_out_of_training(folder):
     tags = folder / "tags.csv"
     tags.write_text("".join(line + "\n" for line in tags.read_text().splitlines() if not line.startswith("synth_000005")))
     findings = check_data(config(folder, fmt="folder"))
@@ -141,7 +141,7 @@ def test_untagged_image_is_a_warning_and_left_out_of_training(folder):
     assert train.per_class == {**TRAIN_COUNTS, "car": 1, "person": 2}
     assert ("split 'train': 1 of 8 images have no tag and are left out of classifier training; train-seg learns them "
             "as background (train_seg.untagged): synth_000005"
-            in findings.warnings)
+            in findings.notes)
 
 
 def test_class_without_images_is_a_warning(folder):

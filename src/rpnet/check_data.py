@@ -276,8 +276,9 @@ def assess(
         if train.untagged:
             use = ("train-seg learns them as background (train_seg.untagged)" if untagged_as_background
                    else "train-seg leaves them out too (train_seg.untagged: drop)")
-            warnings.append(f"split {train.name!r}: {len(train.untagged)} of {count(train.images, 'image')} have no tag and are "
-                            f"left out of classifier training; {use}: {examples(train.untagged)}")
+            # Information, not a warning: photos without the classes are what train-seg's background needs.
+            notes.append(f"split {train.name!r}: {len(train.untagged)} of {count(train.images, 'image')} have no tag and are "
+                         f"left out of classifier training; {use}: {examples(train.untagged)}")
         if fraction < 1.0:
             notes.append(f"data.fraction {fraction:g}: the classifier trains on {train.training_images} of "
                          f"{train.images - len(train.untagged)} tagged images")

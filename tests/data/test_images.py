@@ -158,3 +158,13 @@ def test_float_tiff_is_refused_with_the_reason(tmp_path):
     Image.fromarray(np.full((4, 5), 0.5, dtype=np.float32), mode="F").save(tmp_path / "f.tif")
     with pytest.raises(DataError, match=r"f\.tif: 32-bit float samples .* 8- or 16-bit"):
         read_image(tmp_path / "f.tif")
+
+
+def test_did_you_mean_names_the_class_a_tag_is_a_slip_for():
+    from rpnet.data.images import did_you_mean
+
+    names = ["cat", "dog", "person", "pottedplant"]
+    assert did_you_mean(["Dog"], names) == " (did you mean 'dog' for 'Dog'?)"  # case
+    assert did_you_mean(["persn", "potted plant"], names) == \
+        " (did you mean 'person' for 'persn', 'pottedplant' for 'potted plant'?)"  # spelling
+    assert did_you_mean(["zebra"], names) == ""

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from .dataset import ImageRecord, warn_once
-from .images import read_class_list, safe_join
+from .images import did_you_mean, read_class_list, safe_join
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,8 @@ def _read_tags(root: Path, resolve: _EntryResolver, class_names: list[str]) -> d
             raise DataError(f"{source}: image {entry!r} is listed twice")
         unknown = [t for t in names if index.get(t, 0) == 0]  # background (0) is not a tag
         if unknown:
-            raise DataError(f"{source}: image {entry!r} has tags {unknown} not in the class list {class_names[1:]}")
+            raise DataError(f"{source}: image {entry!r} has tags {unknown} not in the class list {class_names[1:]}"
+                            f"{did_you_mean(unknown, class_names[1:])}")
         tags[name] = tuple(sorted({index[t] - 1 for t in names}))
     return tags
 

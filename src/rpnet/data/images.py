@@ -9,7 +9,9 @@ files that look the same give the same array.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -129,6 +131,18 @@ def safe_join(root: str | Path, relative: str | Path) -> Path:
 
 # Names a class list's first line may give the background (labelme writes "_background_").
 BACKGROUND_NAMES = ("background", "_background_", "__background__")
+
+
+def did_you_mean(unknown: Sequence[str], names: Sequence[str]) -> str:
+    """``" (did you mean 'dog' for 'Dog', 'person' for 'persn'?)"``: the class each unknown name is most likely
+    a slip for (the same letters in another case, or a close spelling); "" when none is close."""
+    by_case = {name.casefold(): name for name in names}
+    guesses = []
+    for name in unknown:
+        match = by_case.get(name.casefold()) or next(iter(difflib.get_close_matches(name, names, n=1, cutoff=0.75)), None)
+        if match is not None:
+            guesses.append(f"{match!r} for {name!r}")
+    return f" (did you mean {', '.join(guesses)}?)" if guesses else ""
 
 
 def read_class_list(path: str | Path) -> list[str]:

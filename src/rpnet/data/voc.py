@@ -33,7 +33,7 @@ import scipy.io
 from ..errors import DataError
 from ..io import IGNORE_INDEX
 from .dataset import ImageRecord, read_mask_file
-from .images import read_class_list, safe_join
+from .images import did_you_mean, read_class_list, safe_join
 
 VOC_CLASSES = (
     "background",
@@ -206,7 +206,8 @@ def _tags_from_xml(path: Path, index: dict[str, int]) -> tuple[int, ...]:
         label = (name.text or "").strip()
         # "background" is index 0, never an object tag.
         if label not in index or index[label] == 0:
-            raise DataError(f"{path}: object {label!r} is not in the class list {list(index)[1:]}")
+            raise DataError(f"{path}: object {label!r} is not in the class list {list(index)[1:]}"
+                            f"{did_you_mean([label], list(index)[1:])}")
         tags.add(index[label] - 1)
     return tuple(sorted(tags))
 
