@@ -318,3 +318,13 @@ def test_the_calibration_split_is_described_or_refused_by_name(folder):
     findings = check_data(config(folder, "data.calibration_split=calib", fmt="folder"))
     assert not findings.ok
     assert any("not in the training split 'train': synth_000009.png" in error for error in findings.errors)
+
+
+def test_images_in_no_split_file_are_named_and_read(folder):
+    save_image(folder / "images" / "spare.png", np.zeros((64, 64, 3), np.uint8))
+    (folder / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole jpeg")
+    findings = check_data(config(folder, fmt="folder"))
+    assert findings.ok  # no run reads them
+    assert any("2 images in" in note and "in no split file, so no run uses them: broken.jpg, spare.png" in note
+               for note in findings.notes)
+    assert any(w.startswith("outside every split: cannot read image") and "broken.jpg" in w for w in findings.warnings)

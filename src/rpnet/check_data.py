@@ -49,6 +49,7 @@ import numpy as np
 from .config import Config, DataConfig
 from .data.build import build_dataset, calibration_dataset
 from .data.dataset import MAX_IDS_REPORTED, ImageRecord, TaggedImages, read_mask_file
+from .data.folder import IMAGE_SUFFIXES as FOLDER_SUFFIXES
 from .data.images import read_image
 from .data.subsets import stratified_fraction
 from .errors import DataError, RpnetError
@@ -380,10 +381,35 @@ def check_data(cfg: Config, config: str = "", workers: int | None = None) -> Dat
            untagged_as_background=cfg.train_seg.untagged == "background",
            folder_split_files=split_files)
     check_calibration_split(findings, data)
+    if data.format == "folder" and data.root is not None and not split_files:
+        check_images_outside_splits(findings, Path(data.root), [d.records for d in datasets.values()], workers)
     train = splits[0]
     if train.error is None and train.training_images:
         findings.errors.extend(stage_check_errors(cfg))
     return findings
+
+
+def check_images_outside_splits(findings: DataFindings, root: Path, splits: Sequence[Sequence[ImageRecord]],
+                                workers: int | None = None) -> None:
+    """Folder layout with split files: the images of ``images/`` that no split lists are never used; say so,
+    and read them too, so that an unreadable one is found before it is listed (a warning: no run reads it)."""
+    listed = {record.image.resolve() for records in splits for record in records}
+    image_dir = root / "images"
+    if not image_dir.is_dir():
+        return
+    outside = [p for p in sorted(image_dir.iterdir()) if p.is_file() and not p.name.startswith(".")
+               and p.suffix.lower() in FOLDER_SUFFIXES and p.resolve() not in listed]
+    if not outside:
+        return
+    findings.notes.append(f"{count(len(outside), 'image')} in {image_dir} {'is' if len(outside) == 1 else 'are'} in no "
+                          f"split file, so no run uses them: {examples([p.name for p in outside])}")
+    records = [ImageRecord(id=p.stem, image=p, tags=()) for p in outside]
+    workers = workers or min(MAX_WORKERS, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        scans = list(pool.map(lambda r: scan_record(r, None, 1), records))
+    for scan in scans:
+        if scan.image_problem:
+            findings.warnings.append(f"outside every split: {scan.image_problem}")
 
 
 def check_calibration_split(findings: DataFindings, data: DataConfig) -> None:
