@@ -176,6 +176,3 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
                   "other {cam_background_fp}".format(**metrics))
     barrier()
     return metrics
-
-
-main = run

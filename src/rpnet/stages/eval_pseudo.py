@@ -91,6 +91,3 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
         print(format_iou_table(per_class, miou, f"pseudo masks on {split} ({len(dataset)} images)"))
     barrier()
     return metrics
-
-
-main = run

@@ -165,6 +165,3 @@ def run(cfg: Config, *, resume: bool = False) -> dict:
                      work.seg_masks)
     barrier()
     return metrics
-
-
-main = run

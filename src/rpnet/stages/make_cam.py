@@ -144,6 +144,3 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     bar.close()
     barrier()  # every rank's files are written before any rank (or the next stage) reads them
     return out
-
-
-main = run

@@ -138,6 +138,3 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
         bar.close()
     barrier()
     return out
-
-
-main = run

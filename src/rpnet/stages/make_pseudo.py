@@ -230,6 +230,3 @@ def walk_images(cfg: Config, dataset, todo: list[int]) -> None:
                  walked=walked.cpu().numpy().astype(np.float32), size=np.array([height, width], dtype=np.int64))
         bar.update(1)
     bar.close()
-
-
-main = run

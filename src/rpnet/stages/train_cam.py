@@ -107,6 +107,3 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     weights = train(model, optimizer, batches, step, settings, out_dir, device=device, resume=resume)
     log.info("train-cam: weights written to %s", weights)
     return weights
-
-
-main = run

@@ -193,6 +193,3 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     barrier()  # the final weights, with the mean, exist before any rank reads them
     log.info("train-irn: displacement mean (%.3f, %.3f); weights written to %s", *mean.tolist(), weights)
     return weights
-
-
-main = run

@@ -209,6 +209,3 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     barrier()  # the final weights exist before any rank reads them
     log.info("train-seg: weights written to %s", weights)
     return weights
-
-
-main = run
