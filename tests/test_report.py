@@ -309,3 +309,18 @@ def test_estimates_from_a_calibration_split_show_with_their_interval(tmp_path):
     assert ["CAM: mIoU estimated from the calibration masks (%)", "41.2 (90 % interval 33.1-49.3)", "—"] in \
         page.tables["metrics_table"]
     assert page.tables["calibration_table"][1:] == [["eval-cam: cam_threshold", "0.400 (chosen on masks)", ""]]
+
+
+def test_short_training_curves_have_markers_and_a_missing_iou_says_n_a(monkeypatch):
+    from matplotlib.axes import Axes
+
+    from rpnet.report import per_class_plot, training_plot
+
+    plots, texts = [], []
+    real_plot, real_text = Axes.plot, Axes.text
+    monkeypatch.setattr(Axes, "plot", lambda self, *a, **k: plots.append(k) or real_plot(self, *a, **k))
+    monkeypatch.setattr(Axes, "text", lambda self, x, y, s, *a, **k: texts.append(s) or real_text(self, x, y, s, *a, **k))
+    training_plot({"a": [{"step": 9, "loss": 1.0}], "b": [{"step": s, "loss": 1.0} for s in range(1, 100)]}, ["loss"])
+    assert [k["marker"] for k in plots] == ["o", None]  # one point: a marker; 99: a line
+    per_class_plot(["background", "cat"], {"a": [90.0, None]})
+    assert texts == ["n/a"]

@@ -38,6 +38,7 @@ BAR_INCHES = 0.3  # width per bar slot in the per-class charts
 MIN_PLOT_INCHES, MAX_PLOT_INCHES = 6.0, 16.0
 ROTATE_LABELS_ABOVE = 8  # classes; more than this and their names slant to fit
 TRAIN_PLOT_COLUMNS = 3
+FEW_POINTS = 20  # a training curve with this many points or fewer is drawn with markers
 RUN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 # (metrics.json key, row label, format); a row appears when any run has the value.
@@ -171,7 +172,11 @@ def per_class_plot(classes: list[str], values: Mapping[str, list[float | None]])
     width = 0.8 / len(values)
     for i, (run, ious) in enumerate(values.items()):
         heights = [math.nan if v is None else v for v in ious]
-        ax.bar(x + (i - (len(values) - 1) / 2) * width, heights, width, label=plain(run), color=colour(i))
+        offsets = x + (i - (len(values) - 1) / 2) * width
+        ax.bar(offsets, heights, width, label=plain(run), color=colour(i))
+        for where, value in zip(offsets, ious):  # n/a (the class never occurs) is not 0 %: say so
+            if value is None:
+                ax.text(where, 1, "n/a", rotation=90, ha="center", va="bottom", fontsize=6, color="#666")
     slant = len(classes) > ROTATE_LABELS_ABOVE
     ax.set_xticks(x, [plain(c) for c in classes], rotation=45 if slant else 0, ha="right" if slant else "center")
     ax.set_ylabel("IoU (%)")
@@ -228,8 +233,9 @@ def training_plot(logs: Mapping[str, list[dict[str, Any]]], terms: list[str]) ->
     for ax, term in zip(axes, terms):
         for i, (run, records) in enumerate(logs.items()):
             points = [(r["step"], v) for r in records if "step" in r and (v := number(r.get(term))) is not None]
-            if points:
-                ax.plot(*zip(*points), color=colour(i), label=plain(run), linewidth=1.2)
+            if points:  # few points (a short run, a coarse log): markers, or a single point would not show
+                ax.plot(*zip(*points), color=colour(i), label=plain(run), linewidth=1.2,
+                        marker="o" if len(points) <= FEW_POINTS else None, markersize=3)
         ax.set_title(plain(term), fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
