@@ -310,3 +310,21 @@ def test_real_make_cam_killed_half_way_resumes_to_the_same_cams(tiny_cfg, monkey
         for key, value in arrays.items():
             np.testing.assert_array_equal(resumed[name][key], value)
     assert json.loads((cfg.work_dir / "metrics.json").read_text())["cam_miou"] == miou
+
+
+def test_a_continued_stage_s_time_counts_its_stopped_runs_too(fake, fake_cfg, monkeypatch):
+    import itertools
+
+    from rpnet.pipeline import runner
+
+    ticks = itertools.count(0, 10)  # every clock reading 10 s after the last
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: next(ticks))
+    cfg = fake_cfg()
+    fake.kill["make-cam"] = 1
+    with pytest.raises(fake.Killed):
+        run_pipeline(cfg)
+    started = json.loads((WorkDir(cfg.work_dir).stage("make-cam") / "started.json").read_text())
+    assert started["seconds"] == 10
+    results = {r.name: r for r in run_pipeline(cfg)}
+    assert results["make-cam"].action == "resumed" and results["make-cam"].seconds == 20  # 10 before + 10 now
+    assert json.loads((WorkDir(cfg.work_dir).stage("make-cam") / "done.json").read_text())["seconds"] == 20

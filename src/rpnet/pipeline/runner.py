@@ -48,7 +48,7 @@ class StageResult:
 
     name: str
     action: str
-    seconds: float  # this run's; for a skipped stage, the recorded duration of the run that made it
+    seconds: float  # the stage's time, earlier stopped runs of it included; for a skipped stage, the recorded one
     metrics: dict[str, Any]
 
 
@@ -193,12 +193,20 @@ def run_stage(cfg: Config, name: str, status: StageStatus, *, resume: bool, main
     if main:
         mark(status.folder)
         (status.folder / DONE_RECORD).unlink(missing_ok=True)  # a stage command rerunning a finished stage
-        started = read_json(started_path) if resume and started_path.exists() else {}
-        write_json(started_path, {**inputs, "started": started.get("started", now())})
+    started = read_json(started_path) if resume and started_path.exists() else {}
+    earlier = float(started.get("seconds", 0.0))  # what earlier, stopped runs of this stage took
+    if main:
+        write_json(started_path, {**inputs, "started": started.get("started", now()), "seconds": earlier})
     before = read_metrics(Path(cfg.work_dir))
     clock = time.perf_counter()
-    stages.load(name).run(cfg, resume=resume)
-    seconds = round(time.perf_counter() - clock, 2)
+    try:
+        stages.load(name).run(cfg, resume=resume)
+    except BaseException:  # Ctrl-C or an error: the time spent counts when the stage is continued (kill -9 is lost)
+        if main:
+            write_json(started_path, {**inputs, "started": started.get("started", now()),
+                                      "seconds": round(earlier + time.perf_counter() - clock, 2)})
+        raise
+    seconds = round(earlier + time.perf_counter() - clock, 2)
     after = read_metrics(Path(cfg.work_dir))
     added = {k: v for k, v in after.items() if k not in before or before[k] != v}
     if main:
@@ -207,7 +215,7 @@ def run_stage(cfg: Config, name: str, status: StageStatus, *, resume: bool, main
             "metrics": added,
         })
         started_path.unlink(missing_ok=True)
-    log.info("run: %s done in %.1f s", name, seconds)
+    log.info("run: %s done in %.1f s%s", name, seconds, f" (with {earlier:.1f} s of earlier runs)" if earlier else "")
     return StageResult(name, "resumed" if resume else "ran", seconds, added)
 
 
