@@ -190,6 +190,10 @@ def test_cli_predict_on_a_folder_of_mixed_images(weights, tmp_path, capsys, umas
             assert output.stat().st_mode & 0o777 == 0o644, output
     assert "5 masks" in capsys.readouterr().out
     assert not leftover.exists()
+    with Image.open(out / "legend.png") as legend:  # one row per foreground class, its colour at the left
+        rows = np.asarray(legend.convert("RGB"))
+    assert rows.shape[0] == 20 * (len(SPEC.class_names) - 1)
+    assert tuple(rows[10, 10]) == (128, 0, 0)  # class 1's VOC colour
 
 
 def test_cli_predict_goes_past_a_bad_file_and_fails_at_the_end(weights, tmp_path, capsys, caplog):

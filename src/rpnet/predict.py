@@ -45,7 +45,7 @@ from .io import IGNORE_INDEX, remove_temporaries, save_image, save_mask
 from .models.deeplab import ALIGN_CORNERS, build_segmentation_model
 from .models.weights import save_safetensors
 from .runtime import resolve_device
-from .viz import colorize
+from .viz import colorize, legend_image
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ WEIGHTS_FORMAT = "rpnet.segmentation.v1"
 IMAGE_SUFFIXES = tuple(sorted(DATASET_SUFFIXES))  # what a dataset reads, predict reads (.gif included)
 DEFAULT_TILE_SIZE = 512  # pixels; a ResNet-50 DeepLab at output stride 8 needs ~1 GB for a tile this size
 DEFAULT_TILE_OVERLAP = 128  # pixels shared by neighbouring tiles; each keeps the inner half of the overlap
+LEGEND = "legend.png"  # predict's key to the overlay colours, in OUT
 DEFAULT_MAX_SIDE = 4096  # longer images are downscaled first: the (C, H, W) probabilities are kept in memory
 OVERLAY_ALPHA = 0.5  # weight of the class colour in an overlay
 BACKGROUND = 0
@@ -415,7 +416,8 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
     """Label every image in ``inputs`` (files or folders, see :func:`collect_images`).
 
     Writes ``OUT/masks/<name>.png`` (palette PNG, the labels) and ``OUT/overlays/<name>.jpg``
-    (the class colours over the image) per image and returns the mask paths. A file that is not
+    (the class colours over the image) per image, ``OUT/legend.png`` (each class's colour), and returns
+    the mask paths. A file that is not
     a readable image is reported when met (one log line naming it and why) and skipped; once the
     others are labelled, a DataError lists every file that failed. An input path that does not
     exist stops the run before any image is labelled. Under torchrun each rank labels every R-th
@@ -429,6 +431,7 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
     if world().is_main:  # what a killed predict left half-written (a second predict into one OUT is not supported)
         for folder in ("masks", "overlays"):
             remove_temporaries(out_dir / folder)
+        save_image(out_dir / LEGEND, legend_image(predictor.class_names))  # what the overlays' colours mean
     written = []
     failed = np.zeros(len(paths), dtype=np.int64)  # (N,) 1 where image i could not be read, over all ranks
     current = world()

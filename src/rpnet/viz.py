@@ -16,6 +16,25 @@ from .io import atomic_path, voc_palette  # noqa: E402
 PANEL_INCHES = 2.4
 
 
+LEGEND_ROW = 20  # pixels per class in legend_image
+
+
+def legend_image(class_names: Sequence[str]) -> np.ndarray:
+    """(rows, 240, 3) uint8: a swatch of each foreground class's VOC colour beside its name, one class a
+    row (background, unlabelled in an overlay, is left out)."""
+    from PIL import Image, ImageDraw
+
+    names = list(class_names)[1:]
+    canvas = Image.new("RGB", (240, LEGEND_ROW * max(1, len(names))), "white")
+    draw = ImageDraw.Draw(canvas)
+    palette = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
+    for row, name in enumerate(names):
+        top = row * LEGEND_ROW
+        draw.rectangle([4, top + 3, 4 + LEGEND_ROW - 6, top + LEGEND_ROW - 3], fill=tuple(int(v) for v in palette[row + 1]))
+        draw.text((LEGEND_ROW + 6, top + 4), name, fill="black")
+    return np.asarray(canvas)
+
+
 def colorize(labels: np.ndarray) -> np.ndarray:
     """(H, W) label map -> (H, W, 3) uint8 in the VOC colours (255 = ignore, light grey)."""
     palette = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
