@@ -56,9 +56,9 @@ def test_pages_rows_panels_legend_and_the_finder(work):
         ("000000", "background"), ("800000", "cat"), ("008000", "dog"), ("e0e0c0", "ignore")]
     page = Page((work / "gallery" / "page_001.html").read_text())
     assert page.captions == ["image", "CAM: cat", "CAM: dog", "confident labels", "boundaries", "pseudo mask",
-                             "prediction"]
+                             "pseudo mask on the image", "prediction"]
     # pictures for what exists; a's boundary map and prediction do not: dashes
-    assert page.images == [f"thumbs/a/{i}.png" for i in (0, 1, 2, 3, 5)]
+    assert page.images == [f"thumbs/a/{i}.png" for i in (0, 1, 2, 3, 5, 6)]
     assert Page((work / "gallery" / "page_002.html").read_text()).captions[:2] == ["image", "CAM: cat"]
     for src in page.images:
         assert Image.open(work / "gallery" / src).size == (12, 8)  # smaller than a thumbnail: kept

@@ -10,7 +10,7 @@ from rpnet.cli import main
 from rpnet.errors import DataError
 from rpnet.io import load_mask
 from rpnet.predict import (
-    Predictor, SegmentationSpec, build_model, label_overlay, load_segmentation_model, multiscale_probs,
+    Predictor, SegmentationSpec, build_model, load_segmentation_model, multiscale_probs,
     output_names, read_spec, save_segmentation_weights, tile_layout, tiled_logits,
 )
 
@@ -143,19 +143,6 @@ def test_public_import():
 def test_output_names_keep_clashing_stems_apart(tmp_path):
     paths = [tmp_path / "a.jpg", tmp_path / "a.png", tmp_path / "b.png"]
     assert output_names(paths) == ["a_jpg", "a_png", "b"]
-
-
-def test_label_overlay_tints_foreground_only():
-    image = np.full((2, 2, 3), 100, np.uint8)
-    labels = np.array([[0, 1], [255, 0]], np.uint8)
-    out = label_overlay(image, labels, alpha=0.5)
-    assert np.array_equal(out[0, 0], [100, 100, 100]) and np.array_equal(out[1, 0], [100, 100, 100])
-    assert np.array_equal(out[0, 1], [114, 50, 50])  # VOC colour of label 1 is (128, 0, 0): (100 + 128) / 2, 100 / 2
-    # taller than a band of rows: every band gets the same rule
-    tall = np.full((150, 1, 3), 100, np.uint8)
-    stripes = (np.arange(150) % 2).astype(np.uint8)[:, None]
-    out = label_overlay(tall, stripes, alpha=0.5)
-    assert (out[1::2, 0] == [114, 50, 50]).all() and (out[0::2, 0] == 100).all()
 
 
 def write_mixed_images(folder):

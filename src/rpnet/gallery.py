@@ -77,10 +77,10 @@ def class_counts(records: Sequence, class_names: Sequence[str]) -> dict[str, int
 
 
 def image_panels(work_dir: Path, record, class_names: Sequence[str]) -> list[Panel]:
-    """The row of one image: image, one CAM per tagged class, confident labels, boundaries, pseudo mask,
-    prediction. Reads only what the stages wrote (no model runs)."""
+    """The row of one image: image, one CAM per tagged class, confident labels, boundaries, pseudo mask (alone
+    and over the image), prediction. Reads only what the stages wrote (no model runs)."""
     from .data.images import read_image
-    from .viz import colorize, overlay
+    from .viz import colorize, label_overlay, overlay
 
     work = WorkDir(work_dir)
     image = read_image(record.image)
@@ -96,9 +96,11 @@ def image_panels(work_dir: Path, record, class_names: Sequence[str]) -> list[Pan
         return colorize(load_mask(path)) if readable(path, SKIPPED) else None
 
     boundary = work.boundaries / f"{record.id}.png"
+    pseudo = work.pseudo_masks / f"{record.id}.png"
+    on_image = label_overlay(image, load_mask(pseudo)) if readable(pseudo, SKIPPED) else None
     panels += [Panel("confident labels", labels(work.ir_labels / f"{record.id}.png")),
                Panel("boundaries", grey_at(load_mask(boundary), image.shape[:2]) if readable(boundary, SKIPPED) else None),
-               Panel("pseudo mask", labels(work.pseudo_masks / f"{record.id}.png")),
+               Panel("pseudo mask", labels(pseudo)), Panel("pseudo mask on the image", on_image),
                Panel("prediction", labels(work.seg_masks / f"{record.id}.png"))]
     return panels
 

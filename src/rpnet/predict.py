@@ -41,11 +41,11 @@ from .data.folder import IMAGE_SUFFIXES as DATASET_SUFFIXES
 from .data.images import read_class_list, read_image
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, UINT8_MAX
 from .errors import ConfigError, DataError
-from .io import IGNORE_INDEX, remove_temporaries, save_image, save_mask
+from .io import remove_temporaries, save_image, save_mask
 from .models.deeplab import ALIGN_CORNERS, build_segmentation_model
 from .models.weights import save_safetensors
 from .runtime import resolve_device
-from .viz import colorize, legend_image
+from .viz import BAND_ROWS, label_overlay, legend_image
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,6 @@ DEFAULT_TILE_SIZE = 512  # pixels; a ResNet-50 DeepLab at output stride 8 needs 
 DEFAULT_TILE_OVERLAP = 128  # pixels shared by neighbouring tiles; each keeps the inner half of the overlap
 LEGEND = "legend.png"  # predict's key to the overlay colours, in OUT
 DEFAULT_MAX_SIDE = 4096  # longer images are downscaled first: the (C, H, W) probabilities are kept in memory
-OVERLAY_ALPHA = 0.5  # weight of the class colour in an overlay
-BACKGROUND = 0
 
 
 # ---------------------------------------------------------------------------- the weights file
@@ -345,9 +343,6 @@ class Predictor:
         return banded_argmax(probs, image.shape[:2])
 
 
-BAND_ROWS = 64  # output rows resized at a time by banded_argmax
-
-
 def banded_argmax(probs: Tensor, size: tuple[int, int], rows: int = BAND_ROWS) -> np.ndarray:
     """The argmax over classes of ``probs`` (C, h, w) resized bilinearly to ``size`` (H, W), computed ``rows``
     output rows at a time: (H, W) uint8. Each band samples the same points ``F.interpolate`` (align_corners
@@ -365,20 +360,6 @@ def banded_argmax(probs: Tensor, size: tuple[int, int], rows: int = BAND_ROWS) -
 
 
 # ---------------------------------------------------------------------------- files in, files out
-
-
-def label_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """The class colours (VOC palette) blended over an (H, W, 3) uint8 image where a pixel is
-    labelled with a foreground class; background and ignore pixels show the image unchanged. Computed
-    :data:`BAND_ROWS` rows at a time, so a 100-megapixel photo needs no full-size float copies."""
-    out = np.empty_like(image, dtype=np.uint8)
-    for top in range(0, image.shape[0], BAND_ROWS):
-        rows = slice(top, top + BAND_ROWS)
-        colours = colorize(labels[rows]).astype(np.float32)
-        blended = image[rows].astype(np.float32) * (1 - alpha) + colours * alpha
-        foreground = ((labels[rows] != BACKGROUND) & (labels[rows] != IGNORE_INDEX))[:, :, None]
-        out[rows] = np.where(foreground, np.rint(blended), image[rows]).astype(np.uint8)
-    return out
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -463,6 +444,6 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
 __all__ = [
     "SegmentationSpec", "Predictor", "WEIGHTS_FORMAT", "IMAGE_SUFFIXES", "build_model",
     "save_segmentation_weights", "read_spec", "load_segmentation_model", "normalize_image", "tile_layout",
-    "tiled_logits", "multiscale_probs", "banded_argmax", "as_rgb", "label_overlay", "collect_images", "output_names",
+    "tiled_logits", "multiscale_probs", "banded_argmax", "as_rgb", "collect_images", "output_names",
     "predict_files",
 ]

@@ -11,12 +11,14 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .io import atomic_path, voc_palette  # noqa: E402
+from .io import IGNORE_INDEX, atomic_path, voc_palette  # noqa: E402
 
 PANEL_INCHES = 2.4
 
 
 LEGEND_ROW = 20  # pixels per class in legend_image
+OVERLAY_ALPHA = 0.5  # weight of the class colour in label_overlay
+BAND_ROWS = 64  # rows label_overlay blends at a time
 
 
 def legend_image(class_names: Sequence[str]) -> np.ndarray:
@@ -33,6 +35,20 @@ def legend_image(class_names: Sequence[str]) -> np.ndarray:
         draw.rectangle([4, top + 3, 4 + LEGEND_ROW - 6, top + LEGEND_ROW - 3], fill=tuple(int(v) for v in palette[row + 1]))
         draw.text((LEGEND_ROW + 6, top + 4), name, fill="black")
     return np.asarray(canvas)
+
+
+def label_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """The class colours (VOC palette) blended over an (H, W, 3) uint8 image where a pixel is
+    labelled with a foreground class; background (0) and ignore (255) pixels show the image unchanged.
+    Computed :data:`BAND_ROWS` rows at a time, so a 100-megapixel photo needs no full-size float copies."""
+    out = np.empty_like(image, dtype=np.uint8)
+    for top in range(0, image.shape[0], BAND_ROWS):
+        rows = slice(top, top + BAND_ROWS)
+        colours = colorize(labels[rows]).astype(np.float32)
+        blended = image[rows].astype(np.float32) * (1 - alpha) + colours * alpha
+        foreground = ((labels[rows] != 0) & (labels[rows] != IGNORE_INDEX))[:, :, None]
+        out[rows] = np.where(foreground, np.rint(blended), image[rows]).astype(np.uint8)
+    return out
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
