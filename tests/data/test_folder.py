@@ -143,3 +143,15 @@ def test_a_byte_order_mark_from_excel_or_notepad_is_accepted(tmp_path):
     (root / "classes.txt").write_bytes(("\ufeff" + "\n".join(FOLDER_CLASSES) + "\n").encode("utf-8"))
     records, classes = load_folder(root, "all")
     assert classes == FOLDER_CLASSES and next(r for r in records if r.id == "a").tags == (DOG,)
+
+
+def test_every_problem_of_a_tags_file_is_named_at_once(tmp_path):
+    root = make_folder(tmp_path)
+    write_lines(root / "tags.csv", ["image,tags", "a.jpg,Dog", "b.png,cat", "b.png,dog", "nowhere.jpg,cat", "c.jpeg,persn"])
+    with pytest.raises(DataError) as caught:
+        load_folder(root, "all")
+    message = str(caught.value)
+    assert message.startswith("4 problems in") and "tags.csv" in message
+    assert "'a.jpg' has tags ['Dog'] not in the class list" in message and "did you mean 'dog' for 'Dog'" in message
+    assert "'b.png' is listed twice" in message and "'nowhere.jpg' is not an image" in message
+    assert "did you mean 'person' for 'persn'" in message

@@ -34,6 +34,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".t
 TAG_SEPARATOR = re.compile(r"[;\s]+")
 CSV_COLUMNS = ("image", "tags")
 MASK_SUFFIX = ".png"
+MAX_PROBLEMS = 20  # rows of a tags file an error lists
 
 
 def load_folder(
@@ -112,15 +113,28 @@ def _read_tags(root: Path, resolve: _EntryResolver, class_names: list[str]) -> d
         raise DataError(f"no tags file: expected {csv_path} or {json_path}")
     index = {name: i for i, name in enumerate(class_names)}
     tags: dict[str, tuple[int, ...]] = {}
+    problems = []  # every row's, so that one run of check-data (or of a stage) names them all
     for entry, names in rows:
-        name = resolve(entry, source)
+        try:
+            name = resolve(entry, source)
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
         if name in tags:
-            raise DataError(f"{source}: image {entry!r} is listed twice")
+            problems.append(f"{source}: image {entry!r} is listed twice")
+            continue
         unknown = [t for t in names if index.get(t, 0) == 0]  # background (0) is not a tag
         if unknown:
-            raise DataError(f"{source}: image {entry!r} has tags {unknown} not in the class list {class_names[1:]}"
+            problems.append(f"{source}: image {entry!r} has tags {unknown} not in the class list {class_names[1:]}"
                             f"{did_you_mean(unknown, class_names[1:])}")
+            continue
         tags[name] = tuple(sorted({index[t] - 1 for t in names}))
+    if len(problems) == 1:
+        raise DataError(problems[0])
+    if problems:
+        shown = "\n  ".join(problems[:MAX_PROBLEMS]) + (f"\n  ... and {len(problems) - MAX_PROBLEMS} more"
+                                                        if len(problems) > MAX_PROBLEMS else "")
+        raise DataError(f"{len(problems)} problems in {source}:\n  {shown}")
     return tags
 
 
