@@ -135,3 +135,28 @@ def test_a_calibration_image_without_a_mask_stops_the_stage_by_name(calibrated):
     (cfg.data.root / "SegmentationClass" / f"{CALIBRATION[1]}.png").unlink()
     with pytest.raises(DataError, match=f"have no mask: {CALIBRATION[1]}"):
         eval_cam.run(cfg)
+
+
+def test_when_every_mask_is_a_calibration_mask_the_estimate_is_the_only_figure(tiny_voc, tiny_cfg, tmp_path, capsys):
+    root = tmp_path / "only"
+    shutil.copytree(tiny_voc, root)
+    for mask in (root / "SegmentationClass").glob("*.png"):  # the user outlined two images, nothing else
+        if mask.stem not in CALIBRATION:
+            mask.unlink()
+    (root / "ImageSets" / "Segmentation" / "few.txt").write_text("".join(f"{i}\n" for i in CALIBRATION))
+    cfg = tiny_cfg(f"data.root={root}", "data.calibration_split=few")
+    write_spilled_cams(cfg)
+    metrics = eval_cam.run(cfg)
+    assert metrics == {"cam_threshold": 0.2, "cam_images": 0, "cam_miou_estimate": 100.0,
+                       "cam_miou_estimate_low": 100.0, "cam_miou_estimate_high": 100.0}
+    assert "nothing to score" in capsys.readouterr().out
+    assert eval_pseudo.run(cfg) == {}
+
+
+def test_masks_of_reads_the_chosen_images_with_the_layouts_loader_and_the_rest_from_files(tmp_path):
+    from rpnet.data.dataset import ImageRecord, MasksOf
+
+    save_mask(tmp_path / "b.png", np.full((2, 2), 3, np.uint8))
+    loader = MasksOf(frozenset({"a"}), lambda record: np.full((2, 2), 7, np.uint8))  # e.g. COCO's painter
+    assert loader(ImageRecord("a", tmp_path / "a.jpg", (0,))).tolist() == [[7, 7], [7, 7]]
+    assert loader(ImageRecord("b", tmp_path / "b.jpg", (0,), mask=tmp_path / "b.png")).tolist() == [[3, 3], [3, 3]]
