@@ -160,3 +160,24 @@ def test_masks_of_reads_the_chosen_images_with_the_layouts_loader_and_the_rest_f
     loader = MasksOf(frozenset({"a"}), lambda record: np.full((2, 2), 7, np.uint8))  # e.g. COCO's painter
     assert loader(ImageRecord("a", tmp_path / "a.jpg", (0,))).tolist() == [[7, 7], [7, 7]]
     assert loader(ImageRecord("b", tmp_path / "b.jpg", (0,), mask=tmp_path / "b.png")).tolist() == [[3, 3], [3, 3]]
+
+
+def test_the_whole_pipeline_with_a_calibration_split_and_then_without(calibrated):
+    from test_demo import TINY
+
+    from rpnet.pipeline.runner import run_pipeline
+
+    cfg = calibrated(*TINY)
+    run_pipeline(cfg)
+    metrics = read_json(cfg.work_dir / "metrics.json")
+    assert metrics["cam_images"] == metrics["pseudo_images"] == 6
+    assert {"cam_miou_estimate", "pseudo_miou_estimate", "seg_miou"} <= set(metrics)
+    for stage in ("eval_cam", "make_ir_label", "make_pseudo"):
+        assert read_json(cfg.work_dir / stage / "calibration.json")["method"] == "masks"
+    # the masks taken away again: the classifier and its CAMs stay, the calibrated stages rerun label-free
+    plain = calibrated(*TINY, "data.calibration_split=null")
+    ran = {r.name: r.action for r in run_pipeline(plain)}
+    assert ran["train-cam"] == ran["make-cam"] == "skipped" and ran["eval-cam"] == ran["train-seg"] == "ran"
+    assert read_json(cfg.work_dir / "make_pseudo" / "calibration.json")["method"] == "label-free"
+    metrics = read_json(cfg.work_dir / "metrics.json")
+    assert metrics["cam_images"] == 8 and "cam_miou_estimate" not in metrics and "pseudo_miou_estimate" not in metrics
