@@ -1,6 +1,8 @@
 """`rpnet run` as separate processes, as users start them: two at once on one work dir (one runs, the
 other is refused), and one killed with SIGKILL inside every stage in turn and started again until it
-finishes, which must end with the outputs of a run never interrupted, byte for byte."""
+finishes, which must end with the outputs of a run never interrupted, byte for byte; then a changed
+setting with a user's file in every stage folder (refused, every file kept), and a rerun killed at
+random moments and left with a half-deleted stage folder, which the next run finishes."""
 
 import json
 import os
@@ -16,6 +18,7 @@ import pytest
 from rpnet import stages
 from rpnet.config import save_config
 from rpnet.layout import stage_folder
+from rpnet.workdir import MARK_FILE, TRASH_PREFIX
 from test_demo import TINY
 from test_ground_truth_free import outputs
 
@@ -31,9 +34,9 @@ def rpnet_run(config: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
 
 
-def write_config(tiny_cfg, tmp_path: Path, name: str) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    save_config(tiny_cfg(*SETTINGS, f"work_dir={tmp_path / name}"), path)
+def write_config(tiny_cfg, tmp_path: Path, name: str, *changes: str) -> Path:
+    path = tmp_path / f"{name}{'-changed' if changes else ''}.yaml"
+    save_config(tiny_cfg(*SETTINGS, f"work_dir={tmp_path / name}", *changes), path)
     return path
 
 
@@ -92,3 +95,43 @@ def test_a_run_killed_in_every_stage_resumes_to_the_bytes_of_an_uninterrupted_ru
     assert not [p for p in work.rglob(".*") if ".tmp" in p.name]  # no half-written file left by a kill
     metrics = [json.loads((w / "metrics.json").read_text()) for w in (work, tmp_path / "reference")]
     assert metrics[0] == metrics[1]
+
+
+@pytest.mark.slow
+def test_user_files_survive_a_changed_setting_and_a_kill_while_deleting_is_finished_by_the_next_run(
+        tiny_cfg, tmp_path):
+    config = write_config(tiny_cfg, tmp_path, "work")
+    run = rpnet_run(config)
+    assert run.wait(timeout=600) == 0, run.communicate()
+    work = tmp_path / "work"
+    notes = [work / stage_folder(name) / "precious.txt" for name in stages.names()]
+    for note in notes:
+        note.write_text("keep")
+    changed = write_config(tiny_cfg, tmp_path, "work", "train_cam.lr=0.02")  # every stage is stale
+    run = rpnet_run(changed)
+    code, (_, err) = run.wait(timeout=600), run.communicate()
+    assert code == 1 and "Traceback" not in err, err
+    assert f"{work / stage_folder('train-cam')} must be rerun" in err and "precious.txt" in err
+    assert all(note.read_text() == "keep" for note in notes)
+    for note in notes:
+        note.unlink()
+
+    rng = random.Random(1)
+    for _ in range(3):  # killed at random moments while the stale stages are deleted and rerun
+        run = rpnet_run(changed)
+        time.sleep(rng.uniform(0.5, 4.0))
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    # what a kill inside the deletion leaves (a moment too short to hit by chance): the stage folder renamed
+    # to the trash name, its mark and part of its files gone
+    folder = work / stage_folder("eval-seg")
+    if folder.is_dir():
+        trash = folder.rename(work / f"{TRASH_PREFIX}{folder.name}-1")
+        (trash / MARK_FILE).unlink()
+        next(p for p in sorted(trash.iterdir()) if p.is_file()).unlink()
+    final = rpnet_run(changed)
+    assert final.wait(timeout=600) == 0, final.communicate()
+    assert not [p.name for p in work.iterdir() if p.name.startswith(TRASH_PREFIX)]
+    for name in stages.names():
+        assert (work / stage_folder(name) / "done.json").is_file()
+    assert json.loads((work / "metrics.json").read_text())["seg_miou"] is not None
