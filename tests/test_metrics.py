@@ -24,6 +24,15 @@ def test_absent_class_is_nan_and_left_out_of_the_mean():
     assert per_class_iou(cm, ["bg", "a", "b"])["b"] is None
 
 
+def test_never_predicted_names_the_classes_of_the_ground_truth_without_a_predicted_pixel():
+    cm = ConfusionMatrix(4)
+    # class 1: in the ground truth, never predicted; 2: predicted, not in the ground truth; 3: absent from both
+    cm.update(np.array([0, 1, 1, 0]), np.array([0, 0, 2, 2]))
+    assert cm.never_predicted() == [1]
+    cm.update(np.array([3]), np.array([0]))
+    assert cm.never_predicted() == [1, 3]
+
+
 def test_merge_adds():
     a, b = ConfusionMatrix(2), ConfusionMatrix(2)
     a.update(np.array([0, 1]), np.array([0, 0]))

@@ -311,6 +311,22 @@ def test_estimates_from_a_calibration_split_show_with_their_interval(tmp_path):
     assert page.tables["calibration_table"][1:] == [["eval-cam: cam_threshold", "0.400 (chosen on masks)", ""]]
 
 
+def test_warnings_head_the_page_per_run_and_the_training_curve_rows_show(tmp_path):
+    a = make_work_dir(tmp_path / "a", {"seg_miou": 5.9, "pseudo_miou": 32.0, "seg_val_peak": 14.3,
+                                      "seg_val_last": 5.9, "seg_model_epoch": 10, "seg_epochs": 10,
+                                      "seg_val_peak_epoch": 2})
+    b = make_work_dir(tmp_path / "b", {"seg_miou": 30.0, "pseudo_miou": 32.0})
+    text = write_report({"a": a, "b": b}, tmp_path / "r.html").read_text()
+    assert text.index('id="warnings"') < text.index('id="metrics"')
+    assert "<li>a: segmentation scores 5.9 mIoU" in text and "<li>a: validation mIoU peaked at 14.3" in text
+    assert "<li>b:" not in text
+    rows = Page(text).tables["metrics_table"]
+    assert ["segmentation val mIoU in training, peak (%)", "14.30", "—"] in rows
+    assert ["epoch of model.safetensors", "10", "—"] in rows
+    quiet = make_work_dir(tmp_path / "c", {"seg_miou": 30.0, "pseudo_miou": 32.0})
+    assert 'id="warnings"' not in write_report({"c": quiet}, tmp_path / "q.html").read_text()
+
+
 def test_short_training_curves_have_markers_and_a_missing_iou_says_n_a(monkeypatch):
     from matplotlib.axes import Axes
 

@@ -348,6 +348,10 @@ class TrainSegConfig:
     # Score the model on data.eval_split (one scale, its images with masks) every this many epochs: val_miou
     # in log.jsonl and the report, the best epoch's weights kept as best.safetensors. 0: never; no masks: never.
     val_every: Count = 1
+    # Which epoch's weights model.safetensors (what predict and eval-seg use) holds: "best", the best val_miou's
+    # where there was validation (the last epoch's also kept, as last.safetensors); "last", the last epoch's
+    # (the paper's protocol: choosing the epoch on data.eval_split makes seg_miou, scored there, optimistic).
+    keep: Literal["best", "last"] = "best"
     architecture: Literal["deeplab_largefov", "deeplabv3plus"] = "deeplab_largefov"
     backbone: str | None = None  # None: model.backbone
     output_stride: Literal[8, 16] = 8

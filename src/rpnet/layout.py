@@ -37,6 +37,7 @@ REPORT = "report.html"
 CALIBRATION = "calibration.json"
 WEIGHTS = "model.safetensors"  # a training stage's final weights
 BEST_WEIGHTS = "best.safetensors"  # train-seg: the weights of the epoch with the best val_miou
+LAST_WEIGHTS = "last.safetensors"  # train-seg: the last epoch's weights (model.safetensors may be the best's)
 CHECKPOINT = "last.pt"
 LOG = "log.jsonl"
 TRACE = "trace"  # with engine.trace: one rank<r>.jsonl per rank
@@ -97,6 +98,7 @@ class WorkDir:
     walks = _path("make-pseudo", "walks", "walked CAMs (keys, walked, size)")
     pseudo_masks = _path("make-pseudo", "masks", "pseudo masks (VOC palette PNG), train-seg's labels")
     seg_best_weights = _path("train-seg", BEST_WEIGHTS, "the weights of the epoch with the best val_miou")
+    seg_last_weights = _path("train-seg", LAST_WEIGHTS, "the last epoch's weights")
     seg_masks = _path("eval-seg", "masks", "eval-seg's predicted masks")
     seg_masks_crf = _path("eval-seg", "masks_crf", "eval-seg's predicted masks after the dense CRF")
 

@@ -46,6 +46,10 @@ class ConfusionMatrix:
         iou = self.iou()
         return float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0
 
+    def never_predicted(self) -> list[int]:
+        """The labels that occur in the ground truth and that the prediction never gives (a column of zeros)."""
+        return [int(i) for i in np.flatnonzero((self.matrix.sum(1) > 0) & (self.matrix.sum(0) == 0))]
+
     def pixel_accuracy(self) -> float:
         total = self.matrix.sum()
         return float(np.trace(self.matrix) / total) if total else 0.0

@@ -28,6 +28,7 @@ from .config import AUTO
 from .gallery import ROW_STYLE, legend_html, read_gallery_run, sample_rows, thumbnail_png, write_gallery
 from .io import atomic_write_text, read_json, read_jsonl
 from .layout import LOG, WorkDir, load_cams
+from .pipeline.status import result_warnings
 
 DEFAULT_TITLE = "rpnet report"
 MISSING = "—"
@@ -52,6 +53,9 @@ METRIC_ROWS = (
     ("pseudo_miou", "pseudo-label mIoU (%)", "{:.2f}"),
     ("seg_miou", "segmentation mIoU (%)", "{:.2f}"),
     ("seg_miou_crf", "segmentation mIoU with CRF (%)", "{:.2f}"),
+    ("seg_val_peak", "segmentation val mIoU in training, peak (%)", "{:.2f}"),
+    ("seg_val_last", "segmentation val mIoU in training, last epoch (%)", "{:.2f}"),
+    ("seg_model_epoch", "epoch of model.safetensors", "{:.0f}"),
 )
 PER_CLASS = (("cam_per_class", "CAM"), ("pseudo_per_class", "pseudo labels"), ("seg_per_class", "segmentation"))
 TRAIN_STAGES = ("train-cam", "train-irn", "train-seg")
@@ -69,6 +73,7 @@ img { max-width: 100%; height: auto; }
 .grid { display: flex; flex-wrap: wrap; gap: 1em; }
 figure { margin: 0; } figcaption { font-size: 0.85em; color: #555; text-align: center; }
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
+ul.warnings { color: #8a4b00; }
 footer { margin-top: 2em; font-size: 0.9em; color: #555; }
 """ + ROW_STYLE
 
@@ -92,7 +97,8 @@ def write_report(work_dirs: Mapping[str, str | Path], out: str | Path, title: st
         raise ValueError("write_report needs at least one work dir")
     runs = [load_run(name, Path(path)) for name, path in work_dirs.items()]
     out = Path(out)
-    sections = (metrics_section(runs), calibration_section(runs), gallery_section(runs, out), per_class_section(runs),
+    sections = (warnings_section(runs), metrics_section(runs), calibration_section(runs), gallery_section(runs, out),
+                per_class_section(runs),
                 threshold_section(runs), training_section(runs), examples_section(runs), predictions_section(runs))
     body = "\n".join(s for s in sections if s) or "<p>No stage has written results yet.</p>"
     return atomic_write_text(out, page(title, body + "\n" + footer(runs)))
@@ -113,6 +119,12 @@ def section(id_: str, heading: str, parts: Sequence[str]) -> str:
     if not parts:
         return ""
     return f'<section id="{id_}">\n<h2>{esc(heading)}</h2>\n' + "\n".join(parts) + "\n</section>"
+
+
+def warnings_section(runs: list[Run]) -> str:
+    """What each run's figures say is poor or easy to misread (:func:`rpnet.pipeline.status.result_warnings`)."""
+    items = [f"<li>{esc(run.name)}: {esc(text)}</li>" for run in runs for text in result_warnings(run.metrics)]
+    return section("warnings", "Warnings", ['<ul class="warnings">\n' + "\n".join(items) + "\n</ul>"]) if items else ""
 
 
 def metrics_section(runs: list[Run]) -> str:

@@ -8,7 +8,7 @@ from rpnet.calibration import write_calibration
 from rpnet.cli import main
 from rpnet.errors import DataError
 from rpnet.pipeline import format_status, run_pipeline
-from rpnet.pipeline.status import figures
+from rpnet.pipeline.status import figures, result_warnings
 
 
 def lines_by_stage(text):
@@ -84,3 +84,29 @@ def test_a_stage_in_progress_is_running_and_a_calibrated_threshold_is_listed_onc
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_warnings_name_poor_segmentation_unpredicted_classes_a_fallen_curve_and_a_chosen_epoch():
+    assert result_warnings({}) == []
+    assert result_warnings({"seg_miou": 16.0, "pseudo_miou": 32.0}) == []  # half: not under half
+    (far,) = result_warnings({"seg_miou": 5.9, "pseudo_miou": 32.0})
+    assert far.startswith("segmentation scores 5.9 mIoU, under half of its pseudo labels' 32.0")
+    (far,) = result_warnings({"seg_miou": 5.9, "pseudo_miou_estimate": 32.0})  # a calibration split's estimate
+    assert "32.0" in far
+    (never,) = result_warnings({"seg_never_predicted": ["cat", "cup"]})
+    assert "never predicts cat, cup" in never
+    curve = {"seg_val_peak": 14.3, "seg_val_peak_epoch": 2, "seg_val_last": 9.3, "seg_epochs": 10}
+    assert result_warnings({**curve, "seg_model_epoch": 10}) == []  # 5.0 points lost: not more than 5
+    (fell,) = result_warnings({**curve, "seg_val_last": 5.9, "seg_model_epoch": 10})
+    assert fell.startswith("validation mIoU peaked at 14.3 (epoch 2) and ended at 5.9") and "keep=best" in fell
+    (chosen,) = result_warnings({**curve, "seg_val_last": 5.9, "seg_model_epoch": 2, "seg_miou": 14.3})
+    assert chosen.startswith("model.safetensors is epoch 2's of 10") and "optimistic" in chosen
+
+
+def test_status_ends_with_the_warnings_of_metrics_json(fake, fake_cfg):
+    cfg = fake_cfg()
+    run_pipeline(cfg, until="eval-cam")
+    metrics = cfg.work_dir / "metrics.json"
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "seg_never_predicted": ["cat"]}))
+    assert format_status(cfg.work_dir).splitlines()[-1] == (
+        "warning: the segmentation model never predicts cat on the evaluation images, whose masks hold them")

@@ -1,5 +1,7 @@
 """train-seg on the tiny synthetic set: ground-truth and fabricated pseudo masks, resume, backbone start."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -100,11 +102,28 @@ def test_validation_logs_val_miou_keeps_the_best_epoch_and_changes_no_weight(tin
     checks = [r for r in read_jsonl(weights.parent / "log.jsonl") if "val_miou" in r]
     assert [(r["epoch"], r["step"]) for r in checks] == [(1, 4), (2, 6)]
     assert all(0 <= r["val_miou"] <= 100 for r in checks)
-    best = WorkDir(cfg.work_dir).seg_best_weights
+    work = WorkDir(cfg.work_dir)
+    best, last = work.seg_best_weights, work.seg_last_weights
     assert best.is_file() and read_spec(best) == read_spec(weights)
-    if checks[1]["val_miou"] > checks[0]["val_miou"]:  # the last epoch was the best: the same weights
-        assert best.read_bytes() == weights.read_bytes()
-    assert weights.read_bytes() == plain.read_bytes()  # validating changed nothing in training
+    assert weights.read_bytes() == best.read_bytes()  # train_seg.keep: best (the default)
+    assert last.read_bytes() == plain.read_bytes()  # validating changed nothing in training
+    assert plain.read_bytes() == (plain.parent / "last.safetensors").read_bytes()  # no validation: the last
+    peak = max(checks, key=lambda r: (r["val_miou"], -r["epoch"]))
+    metrics = json.loads(work.metrics.read_text())
+    assert metrics == {"seg_epochs": 3, "seg_val_peak": peak["val_miou"], "seg_val_peak_epoch": peak["epoch"] + 1,
+                       "seg_val_last": checks[1]["val_miou"], "seg_model_epoch": peak["epoch"] + 1}
+    kept_last = train_seg.run(tiny_cfg(*settings, "train_seg.val_every=2", "train_seg.keep=last",
+                                       "work_dir=" + str(tiny_cfg().work_dir.parent / "kept_last")))
+    assert kept_last.read_bytes() == plain.read_bytes()
+
+
+def test_the_validation_curve_in_brief_by_hand():
+    log = [{"epoch": 0, "step": 1, "loss": 2.0}, {"epoch": 0, "step": 2, "val_miou": 10.0},
+           {"epoch": 1, "step": 4, "val_miou": 14.3}, {"epoch": 2, "step": 6, "val_miou": 14.3},
+           {"epoch": 3, "step": 8, "val_miou": 5.9}]
+    assert train_seg.curve_metrics(log, 4) == {"seg_epochs": 4, "seg_val_peak": 14.3, "seg_val_peak_epoch": 2,
+                                               "seg_val_last": 5.9}
+    assert train_seg.curve_metrics(log[:1], 4) == {"seg_epochs": 4}
 
 
 def test_no_validation_without_masks_or_when_off(tiny_cfg, tmp_path):

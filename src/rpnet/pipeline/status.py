@@ -10,12 +10,15 @@ from ..calibration import CALIBRATION_FILE, calibration_entries, calibration_sum
 from ..workdir import lock_held
 from ..config import Config, load_config
 from ..errors import DataError, RpnetError
-from ..layout import RUN_CONFIG
+from ..io import read_json
+from ..layout import RUN_CONFIG, WorkDir
 from .graph import scored_split, scoring_stages
 from .runner import split_has_masks
 from .state import STARTED_RECORD, StageStatus, stage_statuses
 
 COLUMNS = ("stage", "state", "finished", "seconds", "figures")
+FAR_BELOW = 0.5  # segmentation scoring under half its pseudo labels' mIoU learned little from them
+DROPPED = 5.0  # points the validation curve lost from its peak to the last epoch worth a word
 
 
 def work_dir_config(work_dir: str | Path) -> Config:
@@ -64,6 +67,35 @@ def status_rows(statuses: dict[str, StageStatus], unscored: frozenset[str] = fro
     return rows
 
 
+def result_warnings(metrics: dict[str, Any]) -> list[str]:
+    """What a run's figures (metrics.json) say is poor or easy to misread, one sentence each: segmentation
+    far below its pseudo labels (under :data:`FAR_BELOW` times their mIoU, or their estimate), classes of
+    the evaluation masks it never predicts, a validation curve that fell :data:`DROPPED` points from its peak
+    while the last epoch's weights were kept, and a score on the split the kept epoch was chosen on."""
+    found = []
+    seg = metrics.get("seg_miou")
+    pseudo = metrics.get("pseudo_miou", metrics.get("pseudo_miou_estimate"))
+    if isinstance(seg, (int, float)) and isinstance(pseudo, (int, float)) and seg < FAR_BELOW * pseudo:
+        found.append(f"segmentation scores {seg:.1f} mIoU, under half of its pseudo labels' {pseudo:.1f}: it learned "
+                     "little from them (see train-seg's validation curve; more images or steps, or ImageNet "
+                     "weights, model.pretrained, usually help)")
+    never = metrics.get("seg_never_predicted") or []
+    if never:
+        found.append(f"the segmentation model never predicts {', '.join(never)} on the evaluation images, whose "
+                     "masks hold them")
+    peak, last = metrics.get("seg_val_peak"), metrics.get("seg_val_last")
+    kept, epochs, peak_epoch = (metrics.get(k) for k in ("seg_model_epoch", "seg_epochs", "seg_val_peak_epoch"))
+    if isinstance(peak, (int, float)) and isinstance(last, (int, float)) and kept == epochs:
+        if last < peak - DROPPED:
+            found.append(f"validation mIoU peaked at {peak:.1f} (epoch {peak_epoch}) and ended at {last:.1f}; "
+                         "model.safetensors is the last epoch's: train_seg.keep=best keeps the peak's "
+                         "(best.safetensors holds it now)")
+    elif isinstance(kept, int) and isinstance(epochs, int) and kept != epochs and "seg_miou" in metrics:
+        found.append(f"model.safetensors is epoch {kept}'s of {epochs}, chosen as the best on the evaluation masks: "
+                     "seg_miou, scored on the same images, is optimistic")
+    return found
+
+
 def format_status(work_dir: str | Path) -> str:
     """The status table of ``work_dir`` as text, one line per stage."""
     cfg = work_dir_config(work_dir)
@@ -73,4 +105,7 @@ def format_status(work_dir: str | Path) -> str:
         unscored = frozenset()
     rows = [COLUMNS, *status_rows(stage_statuses(cfg), unscored, running=lock_held(Path(work_dir)))]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
-    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in rows)
+    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in rows]
+    metrics = WorkDir(work_dir).metrics
+    warnings = result_warnings(read_json(metrics)) if metrics.is_file() else []
+    return "\n".join(lines + [f"warning: {text}" for text in warnings])

@@ -121,7 +121,8 @@ def evaluate(probabilities: ProbabilityFn, dataset: TaggedImages, work_dir: Path
     if not dataset.has_masks:
         return {}
     matrix.matrix, matrix_crf.matrix = all_reduce_sum(np.stack([matrix.matrix, matrix_crf.matrix]))
-    metrics = {"seg_miou": round(matrix.miou() * 100, 2), "seg_per_class": per_class_iou(matrix, dataset.class_names)}
+    metrics = {"seg_miou": round(matrix.miou() * 100, 2), "seg_per_class": per_class_iou(matrix, dataset.class_names),
+               "seg_never_predicted": [dataset.class_names[i] for i in matrix.never_predicted()]}
     if crf:
         metrics.update(zip(CRF_METRICS, (round(matrix_crf.miou() * 100, 2),
                                          per_class_iou(matrix_crf, dataset.class_names))))

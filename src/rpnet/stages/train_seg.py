@@ -13,10 +13,12 @@ backbone name required; the output stride may differ, it changes no weight), ``s
 from a random initialisation, and ``auto`` picks ImageNet when ``model.pretrained`` is set, else
 the classifier when its weights exist, else scratch.
 
-Writes ``WORK_DIR/train_seg/``: ``model.safetensors`` (final weights, with the metadata
-``rpnet predict`` needs, see :mod:`rpnet.predict`), ``last.pt`` (resumable checkpoint),
-``log.jsonl`` and ``config.yaml``; where ``data.eval_split`` has masks, ``val_miou`` every
-``train_seg.val_every`` epochs in the log and ``best.safetensors`` (the best epoch's weights).
+Writes ``WORK_DIR/train_seg/``: ``model.safetensors`` (the weights, with the metadata ``rpnet predict``
+needs, see :mod:`rpnet.predict`), ``last.safetensors`` (the last epoch's), ``last.pt`` (resumable
+checkpoint), ``log.jsonl`` and ``config.yaml``; where ``data.eval_split`` has masks, ``val_miou`` every
+``train_seg.val_every`` epochs in the log, ``best.safetensors`` (the best epoch's weights) and, in
+metrics.json, the validation curve's peak and end (:func:`curve_metrics`). ``model.safetensors`` is the
+best epoch's with ``train_seg.keep: best`` and validation, else the last epoch's.
 The images of a calibration split (``data.calibration_split``) train on their own masks
 (``train_seg.calibration_masks``).
 """
@@ -44,8 +46,8 @@ from ..engine.distributed import (all_reduce_sum, barrier, epoch_batches, rank_s
 from ..engine.schedule import sgd_param_groups
 from ..engine.trainer import LoopSettings, train
 from ..errors import DataError, RpnetError
-from ..io import read_jsonl
-from ..layout import LOG, WorkDir
+from ..io import atomic_write_bytes, read_jsonl
+from ..layout import LOG, WorkDir, update_metrics
 from ..losses import segmentation_loss
 from ..metrics import ConfusionMatrix
 from ..models.build import build_seg_model, seg_backbone
@@ -205,7 +207,28 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     weights = train(model, optimizer, batches, step, settings, out_dir, device=device, resume=resume,
                     on_epoch_end=validation(cfg, net, spec, device, out_dir))
     if current.is_main:
-        save_segmentation_weights(weights, net, spec)  # the loop's weights again, now with what predict needs
+        work = WorkDir(cfg.work_dir)
+        last = save_segmentation_weights(work.seg_last_weights, net, spec)  # now with what predict needs
+        curve = curve_metrics(read_jsonl(out_dir / LOG), ts.epochs)
+        best = ts.keep == "best" and "seg_val_peak" in curve and work.seg_best_weights.is_file()
+        atomic_write_bytes(weights, (work.seg_best_weights if best else last).read_bytes())
+        curve["seg_model_epoch"] = curve["seg_val_peak_epoch"] if best else ts.epochs
+        update_metrics(cfg.work_dir, **curve)
+        if "seg_val_peak" in curve:
+            log.info("train-seg: val mIoU peaked at %.2f (epoch %d of %d) and ended at %.2f; %s holds epoch %d's "
+                     "weights (train_seg.keep: %s)", curve["seg_val_peak"], curve["seg_val_peak_epoch"], ts.epochs,
+                     curve["seg_val_last"], weights.name, curve["seg_model_epoch"], ts.keep)
     barrier()  # the final weights exist before any rank reads them
     log.info("train-seg: weights written to %s", weights)
     return weights
+
+
+def curve_metrics(records: list[dict], epochs: int) -> dict[str, float | int]:
+    """The validation curve of a training log in brief: ``seg_val_peak`` (the best ``val_miou``, the earliest
+    epoch on a tie), ``seg_val_peak_epoch`` (1-based), ``seg_val_last`` (the last one logged); ``seg_epochs``
+    always. Without any validation only ``seg_epochs``."""
+    checks = [(r["epoch"] + 1, r["val_miou"]) for r in records if "val_miou" in r]
+    if not checks:
+        return {"seg_epochs": epochs}
+    epoch, peak = max(checks, key=lambda c: (c[1], -c[0]))
+    return {"seg_epochs": epochs, "seg_val_peak": peak, "seg_val_peak_epoch": epoch, "seg_val_last": checks[-1][1]}
