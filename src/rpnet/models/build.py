@@ -15,6 +15,7 @@ from ..errors import ConfigError, RpnetError
 from .backbones import build_backbone
 from .deeplab import build_segmentation_model
 from .irn import IRNet
+from .published import pretrained_file
 from .rpnet import PrototypeSettings, RPNetClassifier
 from .weights import check_state_dict, read_weights
 
@@ -29,7 +30,7 @@ def build_classifier(model: ModelConfig, num_classes: int, *, load_pretrained: b
     detach_block2 = pretrained if model.detach_block2 is None else model.detach_block2
     backbone = build_backbone(
         model.backbone, output_stride=model.output_stride, norm="frozen" if frozen_bn else "bn",
-        freeze_stem=frozen_stem, pretrained=model.pretrained if load_pretrained else None,
+        freeze_stem=frozen_stem, pretrained=pretrained_file(model.pretrained, model.backbone) if load_pretrained else None,
     )
     settings = PrototypeSettings.from_config(model) if model.prototypes else None
     return RPNetClassifier(backbone, num_classes, settings, detach_block2=detach_block2)
@@ -84,7 +85,8 @@ def build_seg_model(seg: TrainSegConfig, model: ModelConfig, num_classes: int, i
     frozen_bn = pretrained if seg.freeze_bn is None else seg.freeze_bn
     net = build_segmentation_model(seg.architecture, backbone=seg_backbone(seg, model), num_classes=num_classes,
                                    output_stride=seg.output_stride, norm="frozen" if frozen_bn else "bn",
-                                   pretrained=model.pretrained if pretrained else None)
+                                   pretrained=pretrained_file(model.pretrained, seg_backbone(seg, model))
+                                   if pretrained else None)
     if init == "classifier":
         load_classifier_backbone(
             net.backbone, classifier_weights,

@@ -29,6 +29,7 @@ from ..engine.trainer import LoopSettings, train
 from ..errors import ConfigError
 from ..losses import classifier_loss
 from ..models.build import build_classifier
+from ..models.published import IMAGENET, pretrained_file
 from ..runtime import resolve_device, seed_everything, to_memory_format, use_channels_last
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,11 @@ NAME = "train-cam"
 def check(cfg: Config) -> None:
     """What can be checked before any stage runs: the ImageNet weights are there, the batch fits the
     training images."""
-    if cfg.model.pretrained is not None and not Path(cfg.model.pretrained).is_file():
-        raise ConfigError(f"model.pretrained {cfg.model.pretrained} not found: ImageNet weights are not downloaded "
-                          "(README \"ImageNet weights\"); give their path, or model.pretrained=null to train the "
-                          "backbone from scratch")
+    weights = pretrained_file(cfg.model.pretrained, cfg.model.backbone)  # imagenet: downloaded once, here
+    if weights is not None and not weights.is_file():
+        raise ConfigError(f"model.pretrained {cfg.model.pretrained} not found: give the path of ImageNet weights, "
+                          f"'{IMAGENET}' to download the backbone's published file (README \"ImageNet weights\"), or "
+                          "null to train the backbone from scratch")
     check_batch("train_cam.batch_size", cfg.train_cam.batch_size, len(training_images(cfg)),
                 cfg.train_cam.batch_size // cfg.model.group_size)
 

@@ -40,6 +40,7 @@ from ..losses import irn_loss
 from ..layout import WorkDir
 from ..models.build import build_irn, load_classifier_backbone
 from ..models.irn import IRNet
+from ..models.published import pretrained_file
 from ..models.weights import load_backbone_weights
 from ..ops.affinity import affinity_labels, downsample_labels, path_index
 from ..ops.random_walk import WALK_STRIDE
@@ -65,7 +66,7 @@ def init_backbone(net: IRNet, cfg: Config) -> str:
         if cfg.model.pretrained is None:
             raise ConfigError("train_irn.backbone_init is 'pretrained' but model.pretrained is null; "
                               "set model.pretrained or use backbone_init 'classifier' or 'auto'")
-        source = Path(cfg.model.pretrained)
+        source = pretrained_file(cfg.model.pretrained, cfg.model.backbone)
         load_backbone_weights(net.backbone, source)
         return f"ImageNet weights {source}"
     source = load_classifier_backbone(
