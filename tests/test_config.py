@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,17 @@ def test_variant_keys_take_the_variants_values_unless_given():
 def test_released_variant_keys_are_checked(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["model.variant=released", override])
+
+
+def test_stage_1_schedule_follows_model_pretrained_where_its_keys_are_left_null():
+    pretrained = load_config(None, ["model.pretrained=weights/r50.pth"]).train_cam
+    assert (pretrained.epochs, pretrained.lr, pretrained.momentum) == (5, 0.02, 1e-4)  # docs/method.md, IRN's quirk
+    scratch = load_config(None).train_cam
+    assert (scratch.epochs, scratch.lr, scratch.momentum) == (15, 0.01, 0.9)
+    mixed = load_config(None, ["model.pretrained=w.pth", "train_cam.lr=0.05"]).train_cam
+    assert (mixed.epochs, mixed.lr, mixed.momentum) == (5, 0.05, 1e-4)  # a value given wins, key by key
+    again = load_config(None, ["model.pretrained=w.pth"])
+    assert dataclasses.replace(again, seed=3).train_cam == again.train_cam  # resolved once, kept
 
 
 def test_numbers_with_an_exponent_a_momentum_of_one_and_keys_given_twice(tmp_path):

@@ -34,7 +34,14 @@ def test_paper_configs_use_the_papers_settings():
     voc = load_config(CONFIGS / "voc.yaml")
     assert (voc.data.train_split, voc.model.backbone, voc.model.beta, voc.model.sigma) == ("train_aug", "resnet50", 0.5, 3.0)
     assert (voc.train_cam.epochs, voc.train_cam.batch_size, voc.train_cam.lr) == (5, 16, 0.02)
-    assert voc.model.pretrained is not None and voc.data.sbd_root is not None
+    assert voc.train_cam.momentum == 1e-4 and str(voc.model.pretrained) == "imagenet" and voc.data.sbd_root is not None
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIG_FILES if p.name != "synthetic.yaml"], ids=lambda p: p.name)
+def test_without_imagenet_weights_every_shipped_config_takes_the_from_scratch_schedule(path):
+    cfg = load_config(path, ["model.pretrained=null"])
+    assert (cfg.train_cam.epochs, cfg.train_cam.lr, cfg.train_cam.momentum) == (15, 0.01, 0.9)
+    assert cfg.model.freeze_bn is None and cfg.model.freeze_stem is None and cfg.model.detach_block2 is None
     coco = load_config(CONFIGS / "coco.yaml")
     assert coco.data.format == "coco" and coco.data.train_split == "train2014"
 

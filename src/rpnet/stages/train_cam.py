@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .common import check_batch, stage_dir, training_images
-from ..config import Config
+from ..config import CAM_SCHEDULES, Config, cam_schedule_name
 from ..data.build import build_dataset
 from ..data.sampling import GroupBatchSampler
 from ..data.transforms import collate, train_transform
@@ -47,6 +47,11 @@ def check(cfg: Config) -> None:
                           "null to train the backbone from scratch")
     check_batch("train_cam.batch_size", cfg.train_cam.batch_size, len(training_images(cfg)),
                 cfg.train_cam.batch_size // cfg.model.group_size)
+
+
+def schedule_text(model) -> str:
+    """``lr 0.01, momentum 0.9, epochs 15``: the schedule of :data:`~rpnet.config.CAM_SCHEDULES` for ``model``."""
+    return ", ".join(f"{key} {value:g}" for key, value in CAM_SCHEDULES[cam_schedule_name(model)].items())
 
 
 def run(cfg: Config, *, resume: bool = False) -> Path:
@@ -82,6 +87,9 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
     log.info("train-cam: %d images, %s, prototypes %s, %d epochs x %d steps, batch %d (groups of %d) "
              "= %d rank(s) x %d", len(dataset), cfg.model.backbone, "on" if cfg.model.prototypes else "off (baseline)",
              tc.epochs, len(sampler), tc.batch_size, cfg.model.group_size, current.size, per_rank)
+    log.info("train-cam: lr %g, momentum %g, %d epochs (the %s schedule's values for the keys left null: %s)",
+             tc.lr, tc.momentum, tc.epochs, "pretrained backbone" if cfg.model.pretrained is not None else
+             "from-scratch (model.pretrained null)", schedule_text(cfg.model))
 
     def batches(epoch: int, skip: int):
         sampler.set_epoch(epoch)
