@@ -64,6 +64,22 @@ def test_pages_rows_panels_legend_and_the_finder(work):
         assert Image.open(work / "gallery" / src).size == (12, 8)  # smaller than a thumbnail: kept
 
 
+def test_the_review_page_lists_make_pseudo_s_review_rows_linked_to_their_gallery_rows(work):
+    from rpnet.stages.make_pseudo import review_csv, review_rows
+
+    assert "Review list" not in write_gallery(work).read_text()  # no review.csv yet: no page
+    records, names = gallery_images(load_config(work / "config.yaml"))
+    (work / "make_pseudo" / "review.csv").write_text(review_csv(review_rows(records, names, work / "make_pseudo" /
+                                                                           "masks")))
+    index = write_gallery(work, page_size=1).read_text()
+    assert '<a href="review.html">Review list</a>: 1 tag(s) with an empty or tiny pseudo mask' in index
+    page = Page((work / "gallery" / "review.html").read_text())
+    # a's dog: no pixel of the all-cat masks; then a's and b's cat: the whole image
+    assert page.tables[None][1:] == [["1", "a", "dog", "0.0", "empty"], ["2", "a", "cat", "100.0", ""],
+                                     ["3", "b", "cat", "100.0", ""]]
+    assert 'href="page_001.html#a"' in (work / "gallery" / "review.html").read_text()
+
+
 def test_the_front_page_shows_the_estimates_of_a_calibration_split(work):
     assert "Estimated quality" not in write_gallery(work).read_text()
     (work / "metrics.json").write_text(json.dumps({"cam_miou_estimate": 41.23, "cam_miou_estimate_low": 33.1,

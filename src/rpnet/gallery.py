@@ -12,9 +12,11 @@ again only when a stage has rewritten their source), so a few thousand images st
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 import math
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -235,10 +237,45 @@ def write_gallery(work_dir: str | Path, run: GalleryRun | None = None, page_size
               "a.href = p ? 'page_' + String(p).padStart(3, '0') + '.html#' + encodeURIComponent(e.target.value) "
               ": '#'; });</script>")
     links = " ".join(f'<a href="{page_name(p)}">{p}</a>' for p in range(1, pages + 1))
+    review = write_review_page(work_dir, out, where)
     body = (f"<p>{len(records)} tagged images of split {html.escape(run.split)}, {page_size} per page: "
-            f"{links}</p>\n{quality_html(work_dir)}{finder}\n<h2>Colours</h2>\n{legend_html(class_names)}\n<h2>Images per class</h2>\n"
+            f"{links}</p>\n{quality_html(work_dir)}{review}{finder}\n<h2>Colours</h2>\n{legend_html(class_names)}\n<h2>Images per class</h2>\n"
             f"{counts_html(class_counts(records, class_names))}")
     return atomic_write_text(out / "index.html", page_html(f"{work_dir.name}: gallery", body))
+
+
+REVIEW_PAGE = "review.html"
+REVIEW_ROWS = 200  # the review page lists this many (image, tag) rows at most; review.csv has them all
+
+
+def write_review_page(work_dir: Path, out: Path, where: dict[str, int]) -> str:
+    """``gallery/review.html``: make-pseudo's review list (``make_pseudo/review.csv``, the tags whose pseudo
+    mask is smallest first), each image linked to its gallery row. Returns the index's paragraph about it
+    ("" without a review list)."""
+    path = WorkDir(work_dir).review
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return ""
+    flagged = sum(1 for row in rows if row.get("flag"))
+    cells = []
+    for row in rows[:REVIEW_ROWS]:
+        image = html.escape(row.get("image", ""))
+        page = where.get(row.get("image", ""))
+        link = (f'<a href="{page_name(page)}#{urllib.parse.quote(row.get("image", ""))}">{image}</a>'
+                if page else image)
+        cells.append(f"<tr><td>{html.escape(row.get('rank', ''))}</td><td>{link}</td><td>{html.escape(row.get('tag', ''))}"
+                     f"</td><td>{html.escape(row.get('percent_of_image', ''))}</td><td>{html.escape(row.get('flag', ''))}"
+                     "</td></tr>")
+    body = (f'<p><a href="index.html">index</a></p>\n<p>Each tag of each image with the share of the image its pseudo '
+            f"mask gives it, smallest first: {flagged} flagged empty or tiny. Outline these first "
+            f"(docs/own-data.md); all {len(rows)} rows are in {html.escape(str(path))}.</p>\n<table>\n"
+            "<tr><th>rank</th><th>image</th><th>tag</th><th>% of image</th><th>flag</th></tr>\n"
+            + "\n".join(cells) + "\n</table>")
+    atomic_write_text(out / REVIEW_PAGE, page_html(f"{work_dir.name}: pseudo masks to review", body))
+    return (f'<p><a href="{REVIEW_PAGE}">Review list</a>: {flagged} tag(s) with an empty or tiny pseudo mask, the '
+            "smallest first.</p>\n")
 
 
 def quality_html(work_dir: Path) -> str:

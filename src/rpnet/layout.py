@@ -97,6 +97,7 @@ class WorkDir:
     boundaries = _path("make-pseudo", "boundaries", "IRN's boundary maps (save_boundary)")
     walks = _path("make-pseudo", "walks", "walked CAMs (keys, walked, size)")
     pseudo_masks = _path("make-pseudo", "masks", "pseudo masks (VOC palette PNG), train-seg's labels")
+    review = _path("make-pseudo", "review.csv", "each image's tags ranked by their share of its pseudo mask, empty first")
     seg_best_weights = _path("train-seg", BEST_WEIGHTS, "the weights of the epoch with the best val_miou")
     seg_last_weights = _path("train-seg", LAST_WEIGHTS, "the last epoch's weights")
     seg_masks = _path("eval-seg", "masks", "eval-seg's predicted masks")

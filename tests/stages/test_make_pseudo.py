@@ -1,10 +1,14 @@
 """make-pseudo on a tiny synthetic set, with CAMs and IRN weights written by hand."""
 
+import csv
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from rpnet.data.build import build_dataset
+from rpnet.data.dataset import ImageRecord
 from rpnet.engine.checkpoint import save_model_weights
 from rpnet.errors import RpnetError
 from rpnet.io import IGNORE_INDEX, load_mask, load_npz, read_json, save_mask, save_npz
@@ -53,6 +57,31 @@ def test_masks_have_the_image_size_and_only_its_classes(tiny_cfg):
         assert set(np.unique(mask)) <= {0, *(keys + 1).tolist()}
         edge = load_boundary(WorkDir(cfg.work_dir).boundaries / f"{image_id}.png")
         assert edge.shape == (16, 16) and 0.0 <= edge.min() and edge.max() <= 1.0
+    with open(WorkDir(cfg.work_dir).review, newline="") as fh:
+        review = list(csv.DictReader(fh))
+    assert len(review) == sum(len(keys) for keys, _ in truth.values())  # one row per tag of each image
+    shares = [float(row["percent_of_image"]) for row in review]
+    assert shares == sorted(shares) and [row["rank"] for row in review] == [str(i) for i in range(1, len(review) + 1)]
+
+
+def test_the_review_list_by_hand(tmp_path):
+    # a: 8 x 12 = 96 pixels tagged cat (0) and dog (1), cat on 48 of them, dog on none;
+    # b: 10 x 20 = 200 pixels tagged cat, on 1 of them (0.5 %, under 1 %); c: untagged
+    a = np.zeros((8, 12), np.uint8)
+    a[:4] = 1
+    b = np.zeros((10, 20), np.uint8)
+    b[0, 0] = 1
+    for name, mask in (("a", a), ("b", b), ("c", np.zeros((2, 2), np.uint8))):
+        save_mask(tmp_path / f"{name}.png", mask)
+    records = [ImageRecord("a", Path("photos/a.jpg"), (0, 1)), ImageRecord("b", Path("photos/b.jpg"), (0,)),
+               ImageRecord("c", Path("photos/c.jpg"), ())]
+    rows = make_pseudo.review_rows(records, ["background", "cat", "dog"], tmp_path)
+    assert rows == [
+        {"rank": 1, "image": "a", "file": "a.jpg", "tag": "dog", "percent_of_image": 0.0, "flag": "empty"},
+        {"rank": 2, "image": "b", "file": "b.jpg", "tag": "cat", "percent_of_image": 0.5, "flag": "tiny"},
+        {"rank": 3, "image": "a", "file": "a.jpg", "tag": "cat", "percent_of_image": 50.0, "flag": ""}]
+    assert make_pseudo.review_csv(rows).splitlines()[:2] == ["rank,image,file,tag,percent_of_image,flag",
+                                                             "1,a,a.jpg,dog,0.0,empty"]
 
 
 def test_without_boundaries_the_walk_spreads_the_class_over_the_image(tiny_cfg):

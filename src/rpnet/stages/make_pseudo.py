@@ -15,6 +15,8 @@ and ``pseudo_miou_estimate`` (``_low``, ``_high``) estimates from those masks wh
 score on the other images; without one, ``auto`` is the walk.
 
 Writes ``WORK_DIR/make_pseudo/masks/<id>.png`` (VOC palette: 0 background, k + 1 class k),
+``review.csv`` (every tag of every image with the share of the image its pseudo mask gives the tag,
+smallest first, empty and tiny ones flagged: the images to look at first, :func:`review_rows`),
 ``walks/<id>.npz`` (``keys`` (K,), ``walked`` (K, h, w) at stride 4, ``size`` (H, W)) and, for
 eval-pseudo's pictures, ``boundaries/<id>.png`` (the boundary probabilities at stride 4 as 8-bit
 grey). An image whose walk exists is not walked again, and every file is written atomically, so
@@ -23,6 +25,9 @@ a killed run continues where it stopped.
 
 from __future__ import annotations
 
+import collections
+import csv
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +48,7 @@ from ..engine.checkpoint import load_model_weights
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
 from ..engine.progress import progress_bar
 from ..errors import RpnetError, OutputError
-from ..io import load_npz, readable, save_mask, save_npz
+from ..io import atomic_write_text, load_mask, load_npz, readable, save_mask, save_npz
 from ..layout import WorkDir, load_cams, save_boundary, update_metrics
 from ..models.build import build_irn
 from ..ops.calibration import BINS, score_histogram
@@ -87,7 +92,45 @@ def run(cfg: Config, *, resume: bool = False) -> Path:
         bar.update(1)
     bar.close()
     barrier()
+    if current.is_main:
+        rows = review_rows(dataset.records, dataset.class_names, out)
+        atomic_write_text(work.review, review_csv(rows))
+        flagged = [row for row in rows if row["flag"]]
+        if flagged:
+            log.warning("make-pseudo: %d tag(s) of %d image(s) got an empty or tiny pseudo mask (%s): the images to "
+                        "review first are listed in %s", len(flagged), len({row["image"] for row in flagged}),
+                        ", ".join(f"{name} x{count}" for name, count in
+                                  collections.Counter(row["tag"] for row in flagged).most_common(5)), work.review)
     return out
+
+
+TINY_SHARE = 1.0  # percent of the image: a tag's pseudo mask under this is flagged "tiny"
+REVIEW_COLUMNS = ("rank", "image", "file", "tag", "percent_of_image", "flag")
+
+
+def review_rows(records, class_names, masks: Path) -> list[dict]:
+    """One row per (image, tag) of ``records`` with the share (%) of the image that the pseudo mask in
+    ``masks`` gives the tag, and a flag: ``empty`` (no pixel), ``tiny`` (under :data:`TINY_SHARE` %) or "".
+    Ranked smallest share first (ties by image id); untagged images have no row."""
+    rows = []
+    for record in records:
+        labels = load_mask(masks / f"{record.id}.png")
+        counts = np.bincount(labels.ravel(), minlength=256)
+        for k in record.tags:
+            share = 100.0 * counts[k + 1] / labels.size
+            flag = "empty" if counts[k + 1] == 0 else "tiny" if share < TINY_SHARE else ""
+            rows.append({"image": record.id, "file": record.image.name, "tag": class_names[k + 1],
+                         "percent_of_image": round(share, 3), "flag": flag})
+    rows.sort(key=lambda row: (row["percent_of_image"], row["image"], row["tag"]))
+    return [{"rank": rank, **row} for rank, row in enumerate(rows, 1)]
+
+
+def review_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, REVIEW_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)
