@@ -1,8 +1,10 @@
-"""``rpnet export-masks``: pseudo masks out as PNGs named after the images, or as one COCO instances file.
+"""``rpnet export-masks``: pseudo masks out as PNGs named after the images, one COCO instances file, labelme
+files or CVAT's Segmentation mask 1.1.
 
-The COCO side is checked by decoding the exported RLEs with pycocotools and comparing them with the
-masks pixel for pixel, on a mask worked out by hand and on the synthetic dataset's masks used as
-pseudo masks (an ignore band painted over each).
+The COCO side is checked by decoding the exported polygons and RLEs with pycocotools and comparing them
+with the masks pixel for pixel, on a mask worked out by hand and on the synthetic dataset's masks used as
+pseudo masks (an ignore band painted over each); every format is read back by ``rpnet import-masks`` to
+the same masks, pixel for pixel, with pieces no polygon holds (a hole, a corner contact, a line, a pixel).
 """
 
 import contextlib
@@ -21,7 +23,9 @@ from rpnet.data.coco import Instance, paint_semantic_mask
 from rpnet.data.synthetic import generate
 from rpnet.errors import DataError
 from rpnet.io import load_mask, save_mask
-from rpnet.mask_export import PseudoMask, class_regions, coco_instances, export_masks
+from rpnet.mask_export import (PseudoMask, class_regions, coco_instances, edge_loops, export_masks, labelme_shapes,
+                               pixel_outline)
+from rpnet.mask_import import import_masks
 from rpnet.layout import WorkDir
 
 # pycocotools' compiled decode predates numpy 2's copy keyword and warns on every call (rpnet.data.coco).
@@ -63,7 +67,7 @@ def pseudo(work: Path, image_id: str) -> np.ndarray:
     return load_mask(WorkDir(work).pseudo_masks / f"{image_id}.png")
 
 
-def test_hand_mask_gives_one_whole_region_per_class():
+def test_hand_mask_gives_one_whole_region_per_class_as_polygons_along_the_pixel_edges():
     regions = class_regions(hand_mask())
     assert [r["category_id"] for r in regions] == [1, 3]  # no background, no 255
     bird, car = regions
@@ -71,24 +75,101 @@ def test_hand_mask_gives_one_whole_region_per_class():
     # Both car pieces in one annotation: x 0..8, y 5..7.
     assert (car["area"], car["bbox"]) == (13.0, [0.0, 5.0, 9.0, 3.0])
     assert bird["iscrowd"] == car["iscrowd"] == 0
-    # The bird's runs over the column-major pixels, counted by hand: 16 zeros of columns 0-1 and row 0 of
-    # column 2, then per column 2-5 three ones and five zeros (rows 4-7, row 0 of the next), ending with
-    # rows 4-7 of column 5 and columns 6-9 (4 + 32 zeros).
-    by_hand = mask_utils.frPyObjects({"counts": [17, 3, 5, 3, 5, 3, 5, 3, 36], "size": [8, 10]}, 8, 10)
-    assert bird["segmentation"] == {"size": [8, 10], "counts": by_hand["counts"].decode("ascii")}
-    expected_car = np.zeros((8, 10), np.uint8)
-    expected_car[5:8, 0:3] = 1
-    expected_car[6:8, 7:9] = 1
-    assert np.array_equal(mask_utils.decode(car["segmentation"]), expected_car)
-    json.dumps(regions)  # counts are str, everything else plain numbers
+    # pixel (x, y) spans [x, x + 1] x [y, y + 1]: the bird's corners, clockwise from the top left
+    assert bird["segmentation"] == [[2.0, 1.0, 6.0, 1.0, 6.0, 4.0, 2.0, 4.0]]
+    assert car["segmentation"] == [[0.0, 5.0, 3.0, 5.0, 3.0, 8.0, 0.0, 8.0], [7.0, 6.0, 9.0, 6.0, 9.0, 8.0, 7.0, 8.0]]
+    ignore = class_regions(hand_mask(), ignore_category=7)[-1]
+    assert (ignore["category_id"], ignore["iscrowd"], ignore["area"]) == (7, 1, 10.0)
+    assert ignore["segmentation"] == [[0.0, 4.0, 10.0, 4.0, 10.0, 5.0, 0.0, 5.0]]
+    json.dumps(regions)  # plain numbers
+
+
+def test_a_hole_or_a_corner_contact_is_an_rle():
+    ring = np.zeros((6, 6), np.uint8)
+    ring[1:5, 1:5] = 1
+    ring[2:4, 2:4] = 0
+    assert edge_loops(ring) == [[(1, 1), (5, 1), (5, 5), (1, 5)], [(2, 2), (2, 4), (4, 4), (4, 2)]]  # the hole
+    # The ring's runs over the column-major pixels, counted by hand: column 0 and row 0 of column 1 (7
+    # zeros), four ones, then row 5 of column 1 and row 0 of column 2 (2 zeros), one, two zeros, one, ...
+    (region,) = class_regions(ring)
+    by_hand = mask_utils.frPyObjects({"counts": [7, 4, 2, 1, 2, 1, 2, 1, 2, 1, 2, 4, 7], "size": [6, 6]}, 6, 6)
+    assert region["segmentation"] == {"size": [6, 6], "counts": by_hand["counts"].decode("ascii")}
+    corners = np.zeros((4, 4), bool)
+    corners[1, 1] = corners[2, 2] = True
+    assert edge_loops(corners) is None  # the two pixels share the corner (2, 2)
+    assert isinstance(class_regions(corners.astype(np.uint8))[0]["segmentation"], dict)
+
+
+def test_pixel_outlines_by_hand():
+    step = np.zeros((6, 8), bool)
+    step[1, 1:3] = True
+    step[2:4, 1:4] = True  # a row of two over two rows of three
+    assert pixel_outline(step) == [(1, 1), (2, 1), (3, 2), (3, 3), (1, 3)]
+    line = np.zeros((4, 6), bool)
+    line[1, 1:5] = True
+    assert pixel_outline(line) == [(1, 1), (4, 1)]  # there and back
+    single = np.zeros((3, 3), bool)
+    single[1, 1] = True
+    assert pixel_outline(single) == [(1, 1)]
+    shapes = labelme_shapes(np.where(step, 2, 0).astype(np.uint8), ["b", "x", "y"])
+    assert [(s["label"], s["shape_type"], s["points"]) for s in shapes] == [
+        ("y", "polygon", [[1.0, 1.0], [2.0, 1.0], [3.0, 2.0], [3.0, 3.0], [1.0, 3.0]])]
+    (mask,) = labelme_shapes(line.astype(np.uint8), ["b", "x"])  # no polygon holds a line: a mask shape
+    assert (mask["shape_type"], mask["points"]) == ("mask", [[1, 1], [4, 1]])
+
+
+def hard_mask() -> np.ndarray:
+    """(64, 64): pieces no polygon holds beside ones it does: a ring with a hole (bird), two pixels touching
+    at a corner and a single pixel (car), a line one pixel wide (cat), a staircase (person), an ignore band."""
+    labels = np.zeros((64, 64), np.uint8)
+    labels[4:20, 4:20] = 1
+    labels[8:12, 8:12] = 0
+    labels[30, 30] = labels[31, 31] = labels[40, 5] = 3
+    labels[50, 10:40] = 4
+    for i in range(10):
+        labels[20 + i, 40:45 + i] = 5
+    labels[60:62, :] = 255
+    return labels
+
+
+@pytest.mark.parametrize("fmt", ["coco", "labelme", "cvat", "png"])
+def test_each_export_is_read_back_by_its_import_pixel_for_pixel(work, tmp_path, fmt):
+    save_mask(WorkDir(work).pseudo_masks / "synth_000000.png", hard_mask())
+    written, count, _ = export_masks(work, tmp_path / "out", fmt)
+    data = load_config(WorkDir(work).stage_config("make-pseudo")).data.root
+    target = tmp_path / "dataset"  # the images and the class list, no masks
+    (target / "images").mkdir(parents=True)
+    for image_id in TRAIN_IDS:
+        (target / "images" / f"{image_id}.png").write_bytes((data / "images" / f"{image_id}.png").read_bytes())
+    (target / "classes.txt").write_text("".join(f"{name}\n" for name in CLASS_NAMES))
+    if fmt == "png":
+        masks = {p.stem: load_mask(p) for p in (written / "masks").glob("*.png")}
+    else:
+        src = {"coco": written, "labelme": written, "cvat": written}[fmt]
+        assert import_masks(src, fmt, target)["masks"] == count == 8
+        masks = {p.stem: load_mask(p) for p in (target / "masks").glob("*.png")}
+    assert sorted(masks) == TRAIN_IDS
+    for image_id in TRAIN_IDS:
+        assert np.array_equal(masks[image_id], pseudo(work, image_id)), image_id
+    if fmt == "labelme":  # labelme opens the image beside the outlines
+        record = json.loads((written / "synth_000000.json").read_text())
+        assert (written / record["imagePath"]).resolve() == (data / "images" / "synth_000000.png").resolve()
+        kinds = {(s["label"], s["shape_type"]) for s in record["shapes"]}
+        assert {("bird", "mask"), ("cat", "mask"), ("person", "polygon"), ("__ignore__", "polygon")} <= kinds
+    if fmt == "cvat":
+        assert (written / "labelmap.txt").read_text().splitlines()[:3] == [
+            "# label:color_rgb:parts:actions", "background:0,0,0::", "bird:128,0,0::"]
+        assert (written / "labelmap.txt").read_text().splitlines()[-1] == "__ignore__:224,224,192::"
+        assert (written / "ImageSets" / "Segmentation" / "default.txt").read_text().split() == TRAIN_IDS
 
 
 def test_hand_mask_document(tmp_path):
     save_mask(tmp_path / "m.png", hand_mask())
     doc = coco_instances([PseudoMask(Path("photos/IMG_1.JPG"), tmp_path / "m.png")], CLASS_NAMES)
     assert doc["images"] == [{"id": 1, "file_name": "IMG_1.JPG", "width": 10, "height": 8}]
-    assert [(a["id"], a["image_id"], a["category_id"]) for a in doc["annotations"]] == [(1, 1, 1), (2, 1, 3)]
-    assert [(c["id"], c["name"]) for c in doc["categories"]] == list(enumerate(CLASS_NAMES))[1:]
+    assert [(a["id"], a["image_id"], a["category_id"], a["iscrowd"]) for a in doc["annotations"]] == [
+        (1, 1, 1, 0), (2, 1, 3, 0), (3, 1, 7, 1)]  # the ignore band: a crowd region of category __ignore__
+    assert [(c["id"], c["name"]) for c in doc["categories"]] == [*list(enumerate(CLASS_NAMES))[1:], (7, "__ignore__")]
 
 
 def test_coco_export_round_trips_through_pycocotools(work, tmp_path):
@@ -96,34 +177,32 @@ def test_coco_export_round_trips_through_pycocotools(work, tmp_path):
     assert written == tmp_path / "out" / "instances.json" and count == 8 and missing == []
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(written))
-    assert [coco.cats[i]["name"] for i in sorted(coco.cats)] == CLASS_NAMES[1:]
+    assert [coco.cats[i]["name"] for i in sorted(coco.cats)] == [*CLASS_NAMES[1:], "__ignore__"]
     assert sorted(img["file_name"] for img in coco.imgs.values()) == [f"{i}.png" for i in TRAIN_IDS]
     for image in coco.imgs.values():
         labels = pseudo(work, Path(image["file_name"]).stem)
         assert (image["height"], image["width"]) == labels.shape
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]]))
         present = sorted(int(v) for v in np.unique(labels) if v not in (0, 255))
-        assert sorted(a["category_id"] for a in anns) == present  # one annotation per class present
+        assert sorted(a["category_id"] for a in anns if not a["iscrowd"]) == present  # one per class present
         for ann in anns:
             region = coco.annToMask(ann)
-            assert np.array_equal(region, (labels == ann["category_id"]).astype(np.uint8))
+            value = 255 if ann["iscrowd"] else ann["category_id"]
+            assert np.array_equal(region, (labels == value).astype(np.uint8))
             assert ann["area"] == region.sum()
-        # Nothing of the ignore band is exported.
-        covered = sum(coco.annToMask(a) for a in anns) if anns else np.zeros(labels.shape, int)
-        assert not covered[30:32].any() and covered.max() <= 1
+        (crowd,) = [a for a in anns if a["iscrowd"]]  # the ignore band (rows 30-31) and the masks' own 255
+        assert coco.annToMask(crowd)[30:32].all()
 
 
 def test_coco_export_reads_back_with_rpnets_coco_painter(work, tmp_path):
-    """iscrowd 0: rpnet's COCO reader paints the regions as classes (crowds would become 255)."""
+    """iscrowd 0: rpnet's COCO reader paints the regions as classes, and the ignore band (a crowd) as 255."""
     written, _, _ = export_masks(work, tmp_path / "out", "coco")
     doc = json.loads(written.read_text())
     for image in doc["images"]:
         instances = tuple(Instance(a["segmentation"], a["category_id"], bool(a["iscrowd"]))
                           for a in doc["annotations"] if a["image_id"] == image["id"])
         painted = paint_semantic_mask(image["height"], image["width"], instances)
-        expected = pseudo(work, Path(image["file_name"]).stem)
-        expected[expected == 255] = 0  # ignore is not exported: it reads back as background
-        assert np.array_equal(painted, expected)
+        assert np.array_equal(painted, pseudo(work, Path(image["file_name"]).stem))
 
 
 def test_png_export_renames_to_image_names_and_writes_classes(work, tmp_path):

@@ -1,5 +1,5 @@
-"""rpnet import-masks: labelme polygons and COCO files drawn pixel for pixel, every problem named, nothing
-written half, the user's files never replaced without --overwrite."""
+"""rpnet import-masks: labelme polygons and masks, COCO files and CVAT's colour masks drawn pixel for pixel,
+every problem named, nothing written half, the user's files never replaced without --overwrite."""
 
 import json
 
@@ -12,7 +12,7 @@ from rpnet.config import DataConfig
 from rpnet.data.build import calibration_dataset
 from rpnet.errors import DataError
 from rpnet.io import load_mask, save_image
-from rpnet.mask_import import class_index, import_masks, paint, Region, shape_pixels
+from rpnet.mask_import import class_index, import_masks, mask_shape_pixels, paint, Region, shape_pixels
 from rpnet.mask_export import coco_instances, PseudoMask
 
 CLASSES = ["background", "cat", "dog"]
@@ -149,11 +149,12 @@ def test_a_coco_file_becomes_masks_pixel_for_pixel(tmp_path):
     expected[3:5, 5:7] = 255  # the crowd: pycocotools draws the square x, y in [5, 7] as columns 5-6, rows 3-4
     np.testing.assert_array_equal(load_mask(root / "masks" / "a.png"), expected)
     assert not load_mask(root / "masks" / "b.png").any()
-    # an export of these masks imports back to the same masks (their RLEs carry no crowd, so re-check the cat)
+    # an export of these masks imports back to the same masks (the 255 region as a crowd of __ignore__)
     exported = coco_instances([PseudoMask(root / "images" / "a.jpg", root / "masks" / "a.png")], CLASSES)
     src.write_text(json.dumps(exported))
-    import_masks(src, "coco", tmp_path / "data", overwrite=True)
-    np.testing.assert_array_equal(load_mask(root / "masks" / "a.png"), np.where(expected == 255, 0, expected))
+    (root / "masks" / "a.png").unlink()
+    import_masks(src, "coco", tmp_path / "data")
+    np.testing.assert_array_equal(load_mask(root / "masks" / "a.png"), expected)
 
 
 def test_coco_problems_are_named(tmp_path):
@@ -182,3 +183,67 @@ def test_the_command(tmp_path, capsys):
     assert "1 masks imported" in capsys.readouterr().out and (root / "few.txt").read_text() == "a.jpg\n"
     assert cli.main(["import-masks", str(tmp_path / "nowhere"), "--format", "labelme", "--out", str(root)]) == 1
     assert "neither a labelme .json file nor a folder" in capsys.readouterr().err
+
+
+def png_b64(pixels) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, np.uint8) * 255).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def test_a_labelme_mask_shape_fills_its_box_and_a_misfit_is_named(tmp_path):
+    crop = [[1, 0, 1], [0, 1, 0]]  # 3 wide, 2 high, its top-left pixel at (x 4, y 1)
+    pixels = mask_shape_pixels([[4, 1], [6, 2]], png_b64(crop), (6, 8))
+    expected = np.zeros((6, 8), bool)
+    expected[1, 4] = expected[1, 6] = expected[2, 5] = True
+    assert np.array_equal(pixels, expected)
+    with pytest.raises(ValueError, match="does not fit the box 4,1-7,2"):
+        mask_shape_pixels([[4, 1], [7, 2]], png_b64(crop), (6, 8))
+    with pytest.raises(ValueError, match="not a base64 PNG"):
+        mask_shape_pixels([[4, 1], [6, 2]], "bm90IGEgcG5n", (6, 8))
+    root = dataset(tmp_path / "data")
+    path = tmp_path / "lm" / "a.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"imagePath": "a.jpg", "imageHeight": 6, "imageWidth": 8, "shapes": [
+        {"label": "dog", "shape_type": "mask", "points": [[4, 1], [6, 2]], "mask": png_b64(crop)}]}))
+    import_masks(path.parent, "labelme", root)
+    labels = load_mask(root / "masks" / "a.png")
+    assert np.array_equal(labels, np.where(expected, 2, 0))
+
+
+def test_a_cvat_export_becomes_masks_and_its_unknown_colours_and_labels_are_named(tmp_path):
+    from PIL import Image
+
+    root = dataset(tmp_path / "data")
+    src = tmp_path / "cvat"
+    (src / "SegmentationClass").mkdir(parents=True)
+    (src / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\ncat:128,0,0::\n"
+                                      "dog:0,128,0::\n__ignore__:224,224,192::\n")
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    rgb[0:2, 0:3] = (128, 0, 0)  # cat
+    rgb[4, :] = (0, 128, 0)  # dog
+    rgb[5, 7] = (224, 224, 192)  # not sure
+    Image.fromarray(rgb).save(src / "SegmentationClass" / "a.png")
+    assert import_masks(src, "cvat", root, split="few")["masks"] == 1
+    expected = np.zeros((6, 8), np.uint8)
+    expected[0:2, 0:3] = 1
+    expected[4, :] = 2
+    expected[5, 7] = 255
+    assert np.array_equal(load_mask(root / "masks" / "a.png"), expected)
+    rgb[3, 3] = (1, 2, 3)
+    Image.fromarray(rgb).save(src / "SegmentationClass" / "b.png")
+    (src / "labelmap.txt").write_text((src / "labelmap.txt").read_text() + "horse:0,0,128::\n")
+    Image.fromarray(rgb).save(src / "SegmentationClass" / "zzz.png")
+    with pytest.raises(DataError) as caught:
+        import_masks(src, "cvat", root, overwrite=True)
+    message = str(caught.value)
+    assert "line 6: label 'horse' is not in the class list" in message
+    assert "b.png: colour (1, 2, 3) (1 pixels) is not in labelmap.txt" in message
+    assert "image 'zzz' is not in the dataset's images/" in message
+    with pytest.raises(DataError, match="not a CVAT 'Segmentation mask 1.1' export"):
+        import_masks(tmp_path, "cvat", root)

@@ -164,24 +164,29 @@ def _add_data_parsers(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(command="check-data")
 
     masks = sub.add_parser(
-        "export-masks", help="export a run's pseudo masks for review in a labelling tool (PNG or COCO)",
+        "export-masks", help="export a run's pseudo masks for review in a labelling tool (PNG, COCO, labelme, CVAT)",
         description="png: OUT/masks/<image name>.png (VOC palette) and OUT/classes.txt; coco: OUT/instances.json, "
-                    "one RLE annotation per class present in each image.",
+                    "one annotation per class present in each image (polygons, RLE where they cannot hold it); "
+                    "labelme: OUT/<image name>.json per image; cvat: CVAT's Segmentation mask 1.1 (zip OUT to "
+                    "upload). `rpnet import-masks` reads each back.",
     )
     masks.add_argument("work_dir", type=Path, help="the work dir where make-pseudo ran")
     masks.add_argument("--out", type=Path, required=True, help="output folder")
-    masks.add_argument("--format", dest="fmt", choices=("png", "coco"), default="png", help="default: png")
+    masks.add_argument("--format", dest="fmt", choices=("png", "coco", "labelme", "cvat"), default="png",
+                       help="default: png; coco (polygons), labelme (one JSON per image), cvat (Segmentation mask 1.1)")
     masks.set_defaults(command="export-masks")
 
     imports = sub.add_parser(
-        "import-masks", help="masks outlined in labelme or CVAT / Label Studio (COCO) into a folder dataset",
-        description="Draw labelme JSON files (SRC: a folder of them) or a COCO instances file (SRC) into "
+        "import-masks", help="masks outlined in labelme, CVAT or Label Studio into a folder dataset",
+        description="Draw labelme JSON files (SRC: a folder of them), a COCO instances file (SRC) or CVAT's "
+                    "Segmentation mask 1.1 (SRC: the unzipped folder) into "
                     "OUT/masks/<image>.png, the folder layout's masks, and with --split NAME list the images in "
                     "OUT/NAME.txt (e.g. for data.calibration_split). Every problem is reported at once and nothing "
                     "is written until there is none. docs/own-data.md walks through it.",
     )
-    imports.add_argument("src", type=Path, help="labelme: a folder of .json files (or one); coco: the instances .json")
-    imports.add_argument("--format", dest="fmt", choices=("labelme", "coco"), required=True)
+    imports.add_argument("src", type=Path, help="labelme: a folder of .json files (or one); coco: the instances .json; "
+                         "cvat: the export folder (labelmap.txt, SegmentationClass/)")
+    imports.add_argument("--format", dest="fmt", choices=("labelme", "coco", "cvat"), required=True)
     imports.add_argument("--out", type=Path, required=True, help="the folder dataset (with images/ in it)")
     imports.add_argument("--classes", type=Path, default=None,
                          help="class list, background first (default: OUT/classes.txt)")

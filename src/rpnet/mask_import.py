@@ -1,4 +1,4 @@
-"""``rpnet import-masks SRC --format labelme|coco --out DIR``: masks drawn in a labelling tool, into a dataset.
+"""``rpnet import-masks SRC --format labelme|coco|cvat --out DIR``: masks drawn in a labelling tool, into a dataset.
 
 A handful of images outlined by hand (ten take about an hour) is what a calibration split needs
 (``data.calibration_split``, docs/calibration.md). Labelling tools save outlines, not label maps;
@@ -10,12 +10,16 @@ images must be in ``DIR/images/``.
 - ``labelme``: SRC is a folder of labelme JSON files (one per image, as labelme saves them), or one
   such file. The image is the file named by ``imagePath`` (its name looked up in ``DIR/images/``),
   else the one with the JSON file's stem. Shapes ``polygon``, ``rectangle`` and ``circle`` are
-  drawn as labelme draws them (PIL, outline included); a shape labelled ``_background_`` (or
-  ``background``) draws background, one labelled ``__ignore__`` draws 255 over everything else.
+  drawn as labelme draws them (PIL, outline included), ``mask`` shapes (labelme 5.3 and later: an
+  inclusive bounding box and a base64 PNG) placed in their box; a shape labelled ``_background_``
+  (or ``background``) draws background, one labelled ``__ignore__`` draws 255 over everything else.
 - ``coco``: SRC is a COCO instances file (CVAT's "COCO 1.0", Label Studio's COCO export). Each image
   of it is matched by its file name; its annotations' polygons or RLEs are drawn by their category's
   name; ``iscrowd`` regions are 255, as rpnet's COCO reader paints them. An image without
   annotations is all background.
+- ``cvat``: SRC is CVAT's "Segmentation mask 1.1" export, unzipped: ``labelmap.txt`` (``name:r,g,b:...``)
+  and ``SegmentationClass/<image stem>.png`` (colour masks), each image matched by its stem. Each
+  colour is the label the map gives it; a colour the map lacks is a problem named with its pixels.
 
 Nothing is written until every file has been read and checked, and the problems are reported all
 at once, by name: a label not in the class list, an image that is not in ``DIR/images/`` or whose
@@ -26,6 +30,8 @@ A mask or split file that already exists with other contents is refused unless `
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +46,7 @@ from .data.images import BACKGROUND_NAMES, read_class_list
 from .errors import DataError
 from .io import IGNORE_INDEX, atomic_write_text, load_mask, save_mask
 
-FORMATS = ("labelme", "coco")
+FORMATS = ("labelme", "coco", "cvat")
 IGNORE_LABEL = "__ignore__"  # labelme's (labelme2voc's) name for "not sure"
 AREA_SHAPES = ("polygon", "rectangle", "circle")
 MAX_REPORTED = 20  # problems listed in the error
@@ -92,6 +98,27 @@ def shape_pixels(shape_type: str, points: Sequence[Sequence[float]], size: tuple
     else:
         raise ValueError(f"a {shape_type!r} with {len(xy)} points is not an area (polygon, rectangle, circle)")
     return np.asarray(canvas, dtype=bool)
+
+
+def mask_shape_pixels(points: Sequence[Sequence[float]], data: str, size: tuple[int, int]) -> np.ndarray:
+    """The (H, W) bool pixels of a labelme ``mask`` shape: ``data`` (a base64 PNG, nonzero = in) placed with
+    its top-left pixel at ``points[0]``, filling the box to ``points[1]`` inclusive, as labelme does. A
+    ValueError when the PNG does not fit its box or the box the image."""
+    if len(points) != 2:
+        raise ValueError(f"a 'mask' needs its box's two corners, got {len(points)} points")
+    (x1, y1), (x2, y2) = ((int(round(float(x))), int(round(float(y)))) for x, y in points)
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(data, validate=True))) as img:
+            crop = np.asarray(img.convert("L")) > 0
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"its 'mask' is not a base64 PNG ({exc})") from None
+    height, width = size
+    if crop.shape != (y2 - y1 + 1, x2 - x1 + 1) or x1 < 0 or y1 < 0 or x2 >= width or y2 >= height:
+        raise ValueError(f"its {crop.shape[1]}x{crop.shape[0]} mask does not fit the box {x1},{y1}-{x2},{y2} in a "
+                         f"{width}x{height} image")
+    pixels = np.zeros(size, dtype=bool)
+    pixels[y1:y2 + 1, x1:x2 + 1] = crop
+    return pixels
 
 
 def paint(regions: Sequence[Region], size: tuple[int, int], where: str) -> tuple[np.ndarray, list[str]]:
@@ -169,8 +196,10 @@ def read_labelme(src: Path, images: dict[str, Path], index: dict[str, int]) -> t
             if label not in index:
                 problems.append(f"{path}: {name}: label {label!r} is not in the class list")
                 continue
+            kind = str(shape.get("shape_type") or "polygon")
             try:
-                pixels = shape_pixels(str(shape.get("shape_type") or "polygon"), shape.get("points") or [], size)
+                pixels = (mask_shape_pixels(shape.get("points") or [], str(shape.get("mask") or ""), size)
+                          if kind == "mask" else shape_pixels(kind, shape.get("points") or [], size))
             except (ValueError, TypeError) as exc:
                 problems.append(f"{path}: {name}: {exc}")
                 continue
@@ -227,6 +256,66 @@ def read_coco(src: Path, images: dict[str, Path], index: dict[str, int]) -> tupl
     return masks, problems
 
 
+def read_labelmap(path: Path, index: dict[str, int]) -> tuple[dict[tuple[int, int, int], int], list[str]]:
+    """CVAT's ``labelmap.txt``: RGB colour -> mask value (through the class list ``index``), and the problems."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    colours, problems = {}, []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, _, rest = line.partition(":")
+        try:
+            colour = tuple(int(c) for c in rest.split(":")[0].split(","))
+            assert len(colour) == 3
+        except (ValueError, AssertionError):
+            problems.append(f"{path}: line {number}: {line!r} is not 'name:r,g,b:...'")
+            continue
+        if name.strip() not in index:
+            problems.append(f"{path}: line {number}: label {name.strip()!r} is not in the class list")
+            continue
+        colours[colour] = index[name.strip()]
+    return colours, problems
+
+
+def read_cvat(src: Path, images: dict[str, Path], index: dict[str, int]) -> tuple[list[ImportedMask], list[str]]:
+    """The masks of a CVAT "Segmentation mask 1.1" export and the problems found in it (nothing written)."""
+    labelmap, folder = src / "labelmap.txt", src / "SegmentationClass"
+    if not labelmap.is_file() or not folder.is_dir():
+        raise DataError(f"{src}: not a CVAT 'Segmentation mask 1.1' export (labelmap.txt and SegmentationClass/)")
+    colours, problems = read_labelmap(labelmap, index)
+    masks = []
+    for path in sorted(folder.glob("*.png")):
+        image = images.get(path.stem)
+        if image is None:
+            problems.append(f"{path}: image {path.stem!r} is not in the dataset's images/")
+            continue
+        try:
+            with Image.open(path) as img:
+                rgb = np.asarray(img.convert("RGB"))
+        except OSError as exc:
+            problems.append(f"{path}: unreadable ({exc})")
+            continue
+        if rgb.shape[:2] != image_size(image):
+            problems.append(f"{path}: {rgb.shape[1]}x{rgb.shape[0]} but {image.name} is "
+                            f"{image_size(image)[1]}x{image_size(image)[0]}")
+            continue
+        codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+        found, inverse = np.unique(codes, return_inverse=True)
+        values = np.zeros(len(found), dtype=np.uint8)
+        for i, code in enumerate(found.tolist()):
+            colour = (code >> 16, (code >> 8) & 255, code & 255)
+            if colour not in colours:
+                problems.append(f"{path}: colour {colour} ({int(np.count_nonzero(inverse == i))} pixels) is not in "
+                                f"{labelmap.name}")
+                continue
+            values[i] = colours[colour]
+        masks.append(ImportedMask(image, values[inverse].reshape(codes.shape)))
+    return masks, problems
+
+
 def planned_writes(masks: Iterable[ImportedMask], out: Path, split: str | None) -> tuple[dict[Path, Any], list[str]]:
     """{path: labels or text} of what an import writes, and the paths that exist with other contents."""
     writes: dict[Path, Any] = {}
@@ -264,7 +353,7 @@ def import_masks(src: str | Path, fmt: str, out: str | Path, classes: str | Path
                         "would mean other classes there")
     images = image_files(out / "images")
     index = class_index(class_names)
-    reader = read_labelme if fmt == "labelme" else read_coco
+    reader = {"labelme": read_labelme, "coco": read_coco, "cvat": read_cvat}[fmt]
     masks, problems = reader(src, images, index)
     stems = [m.image.stem for m in masks]
     twice = sorted({s for s in stems if stems.count(s) > 1})
@@ -294,4 +383,4 @@ def import_masks(src: str | Path, fmt: str, out: str | Path, classes: str | Path
 
 
 __all__ = ["FORMATS", "IGNORE_LABEL", "Region", "ImportedMask", "class_index", "shape_pixels", "paint",
-           "read_labelme", "read_coco", "import_masks"]
+           "mask_shape_pixels", "read_labelme", "read_coco", "read_labelmap", "read_cvat", "import_masks"]
