@@ -101,6 +101,10 @@ class DataConfig:
     # masks"): every `auto` value is then chosen where these masks say, and they are never scored. VOC:
     # ImageSets/Segmentation/NAME.txt; folder and COCO: NAME.txt in data.root (image ids = file stems).
     calibration_split: str | None = None
+    # Folder layout without split files for train_split and eval_split: eval_split is this seeded,
+    # class-stratified fraction of the images that have masks (of all tagged images when none has),
+    # train_split the rest (rpnet.data.build.validation_ids). 0: both are every image, as without it.
+    val_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.0
     num_workers: Count = 0  # DataLoader worker processes
 
     def __post_init__(self) -> None:

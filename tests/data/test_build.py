@@ -161,3 +161,45 @@ def test_the_untagged_warning_is_given_once_per_dataset(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         build_dataset(other, "all", for_training=True)  # another dataset: its own warning
     assert sum("have no tag" in r.getMessage() for r in caplog.records) == 2
+
+
+def drawn_folder(root):
+    """10 tagged images, no split files: m1-m4 cat and m5-m6 dog with masks, p1-p4 cat without."""
+    from rpnet.io import save_mask
+
+    names = [f"m{i}" for i in range(1, 7)] + [f"p{i}" for i in range(1, 5)]
+    for name in names:
+        save_image(root / "images" / f"{name}.png", np.zeros((4, 4, 3), np.uint8))
+    for name in names[:6]:
+        save_mask(root / "masks" / f"{name}.png", np.zeros((4, 4), np.uint8))
+    (root / "classes.txt").write_text("background\ncat\ndog\n")
+    (root / "tags.csv").write_text("image,tags\n" + "".join(
+        f"{n}.png,{'dog' if n in ('m5', 'm6') else 'cat'}\n" for n in names))
+    return root
+
+
+def test_val_fraction_holds_out_a_stratified_share_of_the_images_with_masks(tmp_path, caplog):
+    from rpnet.pipeline.fingerprint import data_files
+
+    root = drawn_folder(tmp_path / "photos")
+    data = DataConfig(format="folder", root=root, val_fraction=0.5)
+    with caplog.at_level(logging.WARNING):
+        val = {r.id for r in build_dataset(data, "val").records}
+        train = {r.id for r in build_dataset(data, "train").records}
+    # targets: dog max(1, round(0.5 x 2)) = 1 of m5, m6; cat round(0.5 x 4) = 2 of m1-m4; never p1-p4
+    assert len(val) == 3 and len(val & {"m5", "m6"}) == 1 and len(val & {"m1", "m2", "m3", "m4"}) == 2
+    assert val.isdisjoint(train) and val | train == {f"m{i}" for i in range(1, 7)} | {f"p{i}" for i in range(1, 5)}
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("data.val_fraction 0.5: 3 of the 6 tagged images with masks are split 'val'" in m for m in messages)
+    assert not any("including any you evaluate on" in m for m in messages)
+    assert {r.id for r in build_dataset(data, "val").records} == val  # seeded: the same draw every time
+    (root / "fewmasks.txt").write_text("m5.png\n")  # a calibration image stays in training
+    calibrated = DataConfig(format="folder", root=root, val_fraction=0.5, calibration_split="fewmasks")
+    assert {r.id for r in build_dataset(calibrated, "val").records} & {"m5", "m6"} == {"m6"}
+    before = data_files(data)
+    from rpnet.io import save_mask
+    save_mask(root / "masks" / "p1.png", np.zeros((4, 4), np.uint8))  # another mask: another draw, another input
+    assert data_files(data) != before
+    (root / "val.txt").write_text("p2.png\n")  # a split file: no draw
+    assert {r.id for r in build_dataset(data, "val").records} == {"p2"}
+    assert len(build_dataset(DataConfig(format="folder", root=root), "train").records) == 10

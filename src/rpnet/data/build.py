@@ -18,7 +18,7 @@ import numpy as np
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from .coco import load_coco
-from .dataset import ImageRecord, MaskLoader, TaggedImages, Transform, drop_untagged
+from .dataset import ImageRecord, MaskLoader, TaggedImages, Transform, drop_untagged, warn_once
 from .folder import load_folder
 from .images import safe_join
 from .subsets import stratified_fraction
@@ -41,8 +41,44 @@ def _coco(data: DataConfig, root: Path, split: str) -> Loaded:
 
 
 def _folder(data: DataConfig, root: Path, split: str) -> Loaded:
-    records, class_names = load_folder(root, split, classes=data.classes)
+    drawn = splits_drawn(data) and split in (data.train_split, data.eval_split)
+    records, class_names = load_folder(root, split, classes=data.classes, note_every_image=not drawn)
+    if drawn:  # every image: eval_split is the drawn share, train_split the rest
+        held = validation_ids(data, records)
+        records = [r for r in records if (r.id in held) == (split == data.eval_split)]
     return records, class_names, None
+
+
+VAL_SEED = 0  # the draw of data.val_fraction: the same validation images whatever the run's seed
+
+
+def splits_drawn(data: DataConfig) -> bool:
+    """Whether ``data.val_fraction`` draws the splits: folder layout, neither split file there."""
+    return (data.format == "folder" and data.val_fraction > 0 and data.root is not None
+            and not any((Path(data.root) / f"{s}.txt").is_file() for s in (data.train_split, data.eval_split)))
+
+
+def validation_ids(data: DataConfig, records: list[ImageRecord]) -> set[str]:
+    """The ids ``data.val_fraction`` holds out of ``records`` (every image of a folder dataset) for
+    ``data.eval_split``: a class-stratified share (:func:`~rpnet.data.subsets.stratified_fraction`, seeded
+    by :data:`VAL_SEED`) of the tagged images that have masks, of all tagged images when none has; the
+    calibration split's images stay in training. One log line says how many."""
+    calibration = set(calibration_split_entries(data))
+    usable = [r for r in records if r.tags and r.id not in calibration and r.image.name not in calibration]
+    with_masks = [r for r in usable if r.mask is not None]
+    pool = with_masks or usable
+    if not pool:
+        return set()
+    num_classes = 1 + max(max(r.tags) for r in pool)
+    tags = np.zeros((len(pool), num_classes), dtype=bool)
+    for i, record in enumerate(pool):
+        tags[i, list(record.tags)] = True
+    held = {pool[i].id for i in stratified_fraction(tags, data.val_fraction, VAL_SEED)}
+    warn_once("data.val_fraction %.3g: %d of the %d tagged images %s are split %r, the other images %r (no "
+              "split files in %s)", data.val_fraction, len(held), len(pool),
+              "with masks" if with_masks else "(none has a mask)", data.eval_split, data.train_split, data.root,
+              where=data.root)
+    return held
 
 
 LOADERS: dict[str, Callable[[DataConfig, Path, str], Loaded]] = {

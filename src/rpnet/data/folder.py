@@ -38,9 +38,10 @@ MAX_PROBLEMS = 20  # rows of a tags file an error lists
 
 
 def load_folder(
-    root: str | Path, split: str, classes: str | Path | None = None
+    root: str | Path, split: str, classes: str | Path | None = None, *, note_every_image: bool = True
 ) -> tuple[list[ImageRecord], list[str]]:
-    """Records of one split of a plain folder and the class list (background first).
+    """Records of one split of a plain folder and the class list (background first). Without
+    ``<split>.txt`` the split is every image (a warning says so, unless ``note_every_image`` is off).
 
     Raises :class:`DataError` naming the file for: no ``images/`` folder, two images
     with the same stem, a tags or split entry that is not an image there (or leaves
@@ -54,7 +55,7 @@ def load_folder(
     files = _list_images(image_dir)
     resolve = _EntryResolver(image_dir, files)
     tags = _read_tags(root, resolve, class_names)
-    names = _split_names(root, split, resolve, files)
+    names = _split_names(root, split, resolve, files, note_every_image)
     records = []
     for name in names:
         path = files[name]
@@ -187,9 +188,12 @@ def _read_tags_json(path: Path) -> list[tuple[str, list[str]]]:
     return rows
 
 
-def _split_names(root: Path, split: str, resolve: _EntryResolver, files: dict[str, Path]) -> list[str]:
+def _split_names(root: Path, split: str, resolve: _EntryResolver, files: dict[str, Path],
+                 note_every_image: bool = True) -> list[str]:
     split_file = safe_join(root, f"{split}.txt")
     if not split_file.is_file():
+        if not note_every_image:
+            return list(files)
         warn_once("no split file %s: split %r is every image in %s, including any you evaluate on; "
                        "list the images of each split in <split>.txt to keep them apart", split_file, split,
                        root / "images")

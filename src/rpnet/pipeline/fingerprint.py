@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..config import Config, DataConfig, to_dict
-from ..data.build import calibration_dataset, calibration_split_file
+from ..data.build import calibration_dataset, calibration_split_file, splits_drawn
 from ..errors import ConfigError
 from .graph import RUNTIME_KEYS, stage_order, stage_spec
 
@@ -80,6 +80,9 @@ def data_files(data: DataConfig, splits: Iterable[str] = ()) -> dict[str, list[l
     if data.classes is not None and Path(data.classes).is_file():
         stat = Path(data.classes).stat()
         listing["classes"] = [[Path(data.classes).name, stat.st_size, stat.st_mtime_ns]]
+    if splits_drawn(data):  # which images have masks decides the draw
+        masks = Path(data.root) / "masks"
+        listing["masks"] = sorted(p.name for p in masks.iterdir()) if masks.is_dir() else []
     return listing
 
 
