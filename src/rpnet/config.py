@@ -120,6 +120,10 @@ class ModelConfig:
     pretrained: Path | None = None
     prototypes: bool = True
     output_stride: Literal[8, 16, 32] = 16
+    # How block4 (and block3 at output stride 8) keeps the output stride: "dilated" 3x3 convs (torchvision's
+    # replace_stride_with_dilation, DeepLab's), or "undilated" (stride 1, dilation 1: IRN's and the released
+    # RPNet code's networks, docs/method.md). The classifier and IRN; DeepLab is always dilated.
+    block4: Literal["dilated", "undilated"] = "dilated"
     prototype_levels: tuple[str, ...] = ("block2", "block4")  # Table IV
     group_size: int = 2  # K images per group sharing a class (Table VII)
     alpha: Annotated[float, Range(ge=0, le=1)] = 0.3  # eq. 6 confidence threshold, a fraction of the peak activation

@@ -102,6 +102,47 @@ def test_dilations_follow_output_stride(output_stride, dilations):
     assert model.output_stride == output_stride
 
 
+def block4_support(name: str, output_stride: int, dilated: bool, size: int = 480) -> int:
+    """How many input columns one block4 output near the centre reads: with every conv weight positive, an
+    input of ones and identity batch norm every ReLU passes, so the gradient reaches exactly the
+    receptive field. Max pooling passes a gradient to each window's maximum only, so the stem pools by
+    average here: the same window, stride and padding."""
+    net = build_backbone(name, output_stride=output_stride, norm="frozen", dilated=dilated)
+    net.maxpool = nn.AvgPool2d(kernel_size=3, stride=2, padding=1)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.fill_(1e-3)
+    image = torch.ones(1, 3, size, size, requires_grad=True)
+    block4 = net(image)[-1]
+    centre = block4.shape[-1] // 2
+    block4[0, :, centre, centre].sum().backward()
+    read = torch.nonzero(image.grad[0].abs().sum((0, 1))).flatten()  # the columns the output reads
+    return int(read.max() - read.min() + 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, output_stride, dilated, field", [
+    # Worked out by hand: r += (k - 1) * dilation * jump, jump *= stride, conv by conv. Both nets: the stem
+    # (7x7 / 2, 3x3 max pool / 2) reads 11 pixels at jump 4. ResNet-18: layer1 43, layer2 99, layer3 211
+    # (jump 16); layer4 at stride 2 (jump 32): 243, 307, 435; undilated at stride 1: 243, 275, 339;
+    # dilated (the first block at dilation 1, the second at 2): 243, 275, 403.
+    ("resnet18", 32, True, 435), ("resnet18", 16, False, 339), ("resnet18", 16, True, 403),
+    # ResNet-50 (one 3x3 per bottleneck): layer1 35, layer2 91, layer3 267; layer4 at stride 2: 299, 363,
+    # 427; undilated: 299, 331, 363; dilated: 299, 363, 427.
+    ("resnet50", 32, True, 427), ("resnet50", 16, False, 363), ("resnet50", 16, True, 427),
+])
+def test_block4_receptive_field_dilated_or_undilated(name, output_stride, dilated, field):
+    assert block4_support(name, output_stride, dilated) == field
+
+
+def test_undilated_keeps_the_stride_and_the_weights():
+    dilated, undilated = (build_backbone("resnet50", output_stride=16, dilated=d) for d in (True, False))
+    assert undilated.layer4[1].conv2.dilation == (1, 1) and undilated.layer4[0].conv2.stride == (1, 1)
+    assert {k: v.shape for k, v in undilated.state_dict().items()} == {k: v.shape for k, v in dilated.state_dict().items()}
+    assert [f.shape[-1] for f in undilated(torch.empty(1, 3, SIZE, SIZE))] == list(SIZES_AT[16])
+
+
 def _expected_channels(name: str) -> tuple[int, ...]:
     """Channels of the stem (64) and of layer1..layer4."""
     expansion = 4 if name in BOTTLENECK else 1
@@ -308,3 +349,16 @@ def test_forward_features_detaches_the_named_levels():
     assert model.layer3[0].conv1.weight.grad is not None
     with pytest.raises(ValueError, match="layer2"):
         model.forward_features(torch.randn(1, 3, 32, 32), detach=("layer2",))
+
+
+def test_model_block4_reaches_the_classifier_and_irn_but_not_deeplab():
+    from rpnet.config import load_config
+    from rpnet.models.build import build_classifier, build_irn, build_seg_model
+
+    cfg = load_config(None, ["model.backbone=resnet18", "model.block4=undilated", "train_seg.backbone_init=scratch"])
+    for net in (build_classifier(cfg.model, 3).backbone, build_irn(cfg.model).backbone):
+        assert [b.conv2.dilation[0] for b in net.layer4] == [1, 1] and net.output_stride == 16
+    seg = build_seg_model(cfg.train_seg, cfg.model, 4, "scratch", None)
+    assert max(b.conv2.dilation[0] for b in seg.backbone.layer4) > 1  # DeepLab's atrous backbone
+    default = build_classifier(load_config(None, ["model.backbone=resnet18"]).model, 3).backbone
+    assert [b.conv2.dilation[0] for b in default.layer4] == [1, 2]  # today's default: dilated

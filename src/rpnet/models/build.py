@@ -31,6 +31,7 @@ def build_classifier(model: ModelConfig, num_classes: int, *, load_pretrained: b
     backbone = build_backbone(
         model.backbone, output_stride=model.output_stride, norm="frozen" if frozen_bn else "bn",
         freeze_stem=frozen_stem, pretrained=pretrained_file(model.pretrained, model.backbone) if load_pretrained else None,
+        dilated=model.block4 == "dilated",
     )
     settings = PrototypeSettings.from_config(model) if model.prototypes else None
     return RPNetClassifier(backbone, num_classes, settings, detach_block2=detach_block2)
@@ -65,7 +66,8 @@ def build_irn(model: ModelConfig, *, train_backbone: bool = False, boundary_prio
     Batch norm uses running statistics throughout (IRN's FixedBatchNorm) and the stem stays frozen
     either way; the state-dict keys are those of ordinary batch norm. ``boundary_prior``: see :class:`IRNet`.
     """
-    backbone = build_backbone(model.backbone, output_stride=model.output_stride, norm="frozen", freeze_stem=True)
+    backbone = build_backbone(model.backbone, output_stride=model.output_stride, norm="frozen", freeze_stem=True,
+                              dilated=model.block4 == "dilated")
     return IRNet(backbone, freeze_backbone=not train_backbone, boundary_prior=boundary_prior)
 
 

@@ -45,7 +45,7 @@ __all__ = [
 
 
 def build_backbone(name: str, *, output_stride: int = 16, norm: str = "bn",
-                   freeze_stem: bool = False, pretrained: str | Path | None = None) -> Backbone:
+                   freeze_stem: bool = False, pretrained: str | Path | None = None, dilated: bool = True) -> Backbone:
     """A headless backbone by name, optionally with ImageNet weights from a file.
 
     Args:
@@ -61,6 +61,8 @@ def build_backbone(name: str, *, output_stride: int = 16, norm: str = "bn",
         pretrained: a .pth/.pt/.safetensors state dict in the family's key names (ResNet:
             torchvision's, ConvNeXt: timm's); its ImageNet head (``fc.*``, ``head.*``) is
             ignored. Any other missing, unexpected or misshapen key is a ConfigError.
+        dilated: the stages kept at stride 1 for ``output_stride`` dilate their convs (DeepLab's
+            atrous networks); False keeps them undilated (IRN's CAM network: ``model.block4``).
 
     Returns:
         a :class:`Backbone` without head, whose forward gives :class:`BackboneFeatures`.
@@ -69,7 +71,8 @@ def build_backbone(name: str, *, output_stride: int = 16, norm: str = "bn",
         raise ConfigError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
     check_norm(norm)
     check_output_stride(output_stride)
-    model = BACKBONES[name](num_classes=None, output_stride=output_stride, norm=norm, freeze_stem=freeze_stem)
+    model = BACKBONES[name](num_classes=None, output_stride=output_stride, norm=norm, freeze_stem=freeze_stem,
+                            dilated=dilated)
     if pretrained is not None:
         load_backbone_weights(model, pretrained, ignore=model.head_prefixes)
     return model

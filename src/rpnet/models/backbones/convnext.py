@@ -166,6 +166,7 @@ class ConvNeXt(Backbone):
         output_stride: 32, 16 or 8; the stride of block4 relative to the input.
         norm: "bn" or "frozen", both the same for LayerNorm (module docstring).
         freeze_stem: ``stem.0`` and ``stem.1`` get ``requires_grad=False``.
+        dilated: a stage kept at stride 1 for the output stride dilates its convs (timm's); False: not.
 
     Attributes:
         channels: the channel count of each level, e.g. {"stem": 96, "block1": 96, ...}.
@@ -176,7 +177,7 @@ class ConvNeXt(Backbone):
 
     def __init__(self, depths: tuple[int, int, int, int], dims: tuple[int, int, int, int], *,
                  num_classes: int | None = IMAGENET_CLASSES, output_stride: int = 32, norm: str = "bn",
-                 freeze_stem: bool = False) -> None:
+                 freeze_stem: bool = False, dilated: bool = True) -> None:
         super().__init__()
         check_output_stride(output_stride)
         check_norm(norm)
@@ -191,8 +192,9 @@ class ConvNeXt(Backbone):
             stage_stride = 1 if i == 0 else 2
             previous_dilation = dilation
             if stride * stage_stride > output_stride:
-                # Keep the resolution and widen the receptive field instead.
-                dilation *= stage_stride
+                # Keep the resolution and (dilated) widen the receptive field instead.
+                if dilated:
+                    dilation *= stage_stride
                 stage_stride = 1
             stride *= stage_stride
             stages.append(ConvNeXtStage(in_channels, dim, depth, stage_stride, (previous_dilation, dilation)))

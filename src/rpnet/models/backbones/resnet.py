@@ -150,6 +150,9 @@ class ResNet(Backbone):
         norm_layer: the batch-norm class for every norm layer except a frozen stem's.
         freeze_stem: conv1 and bn1 get ``requires_grad=False`` and bn1 is a
             :class:`FrozenBatchNorm2d` (docs/method.md: conv1 and bn1 frozen).
+        dilated: a stage that gives up its stride for the output stride dilates its later 3x3 convs
+            (torchvision's replace_stride_with_dilation, DeepLab's); False keeps them undilated, as
+            IRN's and the released RPNet code's ``strides=(2, 2, 2, 1)`` networks do.
 
     Attributes:
         channels: the channel count of each level, e.g. {"stem": 64, "block1": 256, ...}.
@@ -161,8 +164,9 @@ class ResNet(Backbone):
     def __init__(self, block: Block, layers: tuple[int, int, int, int], *,
                  num_classes: int | None = IMAGENET_CLASSES, groups: int = 1,
                  width_per_group: int = BASE_WIDTH, output_stride: int = 32,
-                 norm_layer: NormLayer = nn.BatchNorm2d, freeze_stem: bool = False) -> None:
+                 norm_layer: NormLayer = nn.BatchNorm2d, freeze_stem: bool = False, dilated: bool = True) -> None:
         super().__init__()
+        self._dilated = dilated
         if output_stride not in DILATE_FOR_OUTPUT_STRIDE:
             raise ConfigError(f"unknown output_stride {output_stride}; "
                               f"choose from {sorted(DILATE_FOR_OUTPUT_STRIDE)}")
@@ -200,8 +204,9 @@ class ResNet(Backbone):
                     dilate: bool = False) -> nn.Sequential:
         previous_dilation = self._dilation
         if dilate:
-            # Keep the resolution and widen the receptive field instead.
-            self._dilation *= stride
+            # Keep the resolution and (dilated) widen the receptive field instead.
+            if self._dilated:
+                self._dilation *= stride
             stride = 1
         out_channels = planes * block.expansion
         downsample = None
