@@ -54,18 +54,17 @@ from scipy import ndimage
 
 from .config import Config, load_config
 from .data.build import build_dataset
+from .data.coco import instance_mask
 from .errors import DataError
 from .io import IGNORE_INDEX, atomic_path, atomic_write_text, load_mask, save_mask, voc_palette, write_json
 from .layout import WorkDir
+from .mask_import import CVAT_LABELMAP, CVAT_MASKS, IGNORE_LABEL, shape_pixels
 
 FORMATS = ("png", "coco", "labelme", "cvat")
 MASK_FOLDER = "masks"
 CLASSES_FILE = "classes.txt"
 COCO_FILE = "instances.json"
-IGNORE_NAME = "__ignore__"  # labelme2voc's name for "not sure" (label 255), used by every format
 LABELME_VERSION = "5.3.0"  # the first labelme that reads "mask" shapes
-CVAT_LABELMAP = "labelmap.txt"
-CVAT_MASKS = "SegmentationClass"
 CVAT_LIST = "ImageSets/Segmentation/default.txt"
 EIGHT = np.ones((3, 3), dtype=bool)  # pieces are 8-connected
 
@@ -183,8 +182,6 @@ def straight(a: tuple[int, int], b: tuple[int, int], c: tuple[int, int]) -> bool
 def region_segmentation(region: np.ndarray) -> dict[str, Any] | list[list[float]]:
     """COCO polygons of a (H, W) bool region (:func:`edge_loops`, flat [x1, y1, x2, y2, ...]) when
     pycocotools fills them back to exactly the region, else its compressed RLE (counts a str)."""
-    from .data.coco import instance_mask
-
     loops = edge_loops(region)
     if loops:
         polygons = [[float(v) for point in loop for v in point] for loop in loops]
@@ -269,13 +266,11 @@ def labelme_shapes(labels: np.ndarray, class_names: Sequence[str]) -> list[dict[
     """The labelme shapes of an (H, W) label map: per class (then ignore), per 8-connected piece, a
     polygon through its edge pixels' centres where labelme draws it back to exactly the piece, else a
     mask shape. Background gives none."""
-    from .mask_import import shape_pixels
-
     shapes = []
     for label in np.unique(labels):
         if label == 0:
             continue
-        name = IGNORE_NAME if label == IGNORE_INDEX else class_names[int(label)]
+        name = IGNORE_LABEL if label == IGNORE_INDEX else class_names[int(label)]
         pieces, count = ndimage.label(labels == label, structure=EIGHT)
         for number in range(1, count + 1):
             piece = pieces == number
@@ -302,7 +297,7 @@ def coco_instances(masks: Sequence[PseudoMask], class_names: Sequence[str]) -> d
     categories = [{"id": label, "name": name, "supercategory": name}
                   for label, name in enumerate(class_names) if label > 0]
     if any(a["iscrowd"] for a in annotations):
-        categories.append({"id": ignore_category, "name": IGNORE_NAME, "supercategory": IGNORE_NAME})
+        categories.append({"id": ignore_category, "name": IGNORE_LABEL, "supercategory": IGNORE_LABEL})
     return {"info": {"description": "rpnet pseudo masks"}, "licenses": [], "images": images,
             "annotations": annotations, "categories": categories}
 
@@ -345,8 +340,8 @@ def export_cvat(masks: Sequence[PseudoMask], class_names: Sequence[str], out: Pa
         ignored |= bool((labels == IGNORE_INDEX).any())
         with atomic_path(out / CVAT_MASKS / f"{item.image.stem}.png") as tmp:
             Image.fromarray(table[labels]).save(tmp, format="PNG")
-    names = [*class_names, *([IGNORE_NAME] if ignored else [])]
-    lines = [f"{name}:{','.join(str(c) for c in colours[IGNORE_INDEX if name == IGNORE_NAME else label])}::"
+    names = [*class_names, *([IGNORE_LABEL] if ignored else [])]
+    lines = [f"{name}:{','.join(str(c) for c in colours[IGNORE_INDEX if name == IGNORE_LABEL else label])}::"
              for label, name in enumerate(names)]
     atomic_write_text(out / CVAT_LABELMAP, "# label:color_rgb:parts:actions\n" + "".join(f"{line}\n" for line in lines))
     atomic_write_text(out / CVAT_LIST, "".join(f"{item.image.stem}\n" for item in masks))

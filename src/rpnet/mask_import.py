@@ -47,7 +47,9 @@ from .errors import DataError
 from .io import IGNORE_INDEX, atomic_write_text, load_mask, save_mask
 
 FORMATS = ("labelme", "coco", "cvat")
-IGNORE_LABEL = "__ignore__"  # labelme's (labelme2voc's) name for "not sure"
+IGNORE_LABEL = "__ignore__"  # labelme's (labelme2voc's) name for "not sure"; rpnet export-masks writes it too
+CVAT_LABELMAP = "labelmap.txt"  # CVAT's "Segmentation mask 1.1": the label map, and the folder of colour masks
+CVAT_MASKS = "SegmentationClass"
 AREA_SHAPES = ("polygon", "rectangle", "circle")
 MAX_REPORTED = 20  # problems listed in the error
 
@@ -282,7 +284,7 @@ def read_labelmap(path: Path, index: dict[str, int]) -> tuple[dict[tuple[int, in
 
 def read_cvat(src: Path, images: dict[str, Path], index: dict[str, int]) -> tuple[list[ImportedMask], list[str]]:
     """The masks of a CVAT "Segmentation mask 1.1" export and the problems found in it (nothing written)."""
-    labelmap, folder = src / "labelmap.txt", src / "SegmentationClass"
+    labelmap, folder = src / CVAT_LABELMAP, src / CVAT_MASKS
     if not labelmap.is_file() or not folder.is_dir():
         raise DataError(f"{src}: not a CVAT 'Segmentation mask 1.1' export (labelmap.txt and SegmentationClass/)")
     colours, problems = read_labelmap(labelmap, index)
