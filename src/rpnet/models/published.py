@@ -13,7 +13,6 @@ machines behind a proxy or offline. Any other ``model.pretrained`` value is a pa
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import urllib.error
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, DataError
+from ..io import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,6 @@ def source_url(entry: Published) -> str:
     return f"{base}/{entry.file_name}"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_published(backbone: str, *, progress: bool = True) -> Path:
     """The cached published ImageNet file of ``backbone``, downloaded first when it is not cached or its
     hash does not match. Errors (:class:`ConfigError`, :class:`DataError`) name the address, the file
@@ -113,7 +105,7 @@ def fetch_published(backbone: str, *, progress: bool = True) -> Path:
         raise ConfigError(f"model.pretrained: {IMAGENET} for {backbone}: no checksum of its published file is pinned, "
                           f"so rpnet does not download it: {by_hand}")
     if target.is_file():
-        if sha256_of(target).startswith(entry.sha256_prefix):
+        if file_sha256(target).startswith(entry.sha256_prefix):
             return target
         log.warning("%s does not match the published sha256 %s...: downloading it again", target,
                     entry.sha256_prefix)

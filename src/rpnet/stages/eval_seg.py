@@ -17,7 +17,6 @@ checksum, scales, flip and CRF switch) still matches; otherwise every image is p
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Callable
@@ -31,7 +30,7 @@ from ..data.dataset import TaggedImages
 from ..engine.progress import progress_bar
 from ..errors import RpnetError
 from ..engine.distributed import all_reduce_sum, barrier, shard, world
-from ..io import load_mask, read_json, readable, save_mask, write_json
+from ..io import file_sha256, load_mask, read_json, readable, save_mask, write_json
 from ..metrics import ConfusionMatrix, format_iou_table, per_class_iou
 from ..ops.crf import crf_refine_probs
 from ..predict import Predictor
@@ -42,20 +41,10 @@ log = logging.getLogger(__name__)
 
 NAME = "eval-seg"
 SETTINGS_NAME = "inference.json"
-HASH_CHUNK = 1 << 20  # bytes read at a time when hashing the weights
 CRF_METRICS = ("seg_miou_crf", "seg_per_class_crf")  # only written, and kept, when eval_seg.crf is on
 
 # image (H, W, 3) uint8 -> class probabilities (C, H, W)
 ProbabilityFn = Callable[[np.ndarray], np.ndarray]
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes, as hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def predict_labels(probabilities: ProbabilityFn, image: np.ndarray, crf: bool) -> tuple[np.ndarray, np.ndarray | None]:
