@@ -56,7 +56,7 @@ from .config import Config, load_config
 from .data.build import build_dataset
 from .data.coco import instance_mask
 from .errors import DataError
-from .io import IGNORE_INDEX, atomic_path, atomic_write_text, load_mask, save_mask, voc_palette, write_json
+from .io import IGNORE_INDEX, atomic_path, atomic_write_text, load_mask, save_mask, write_json
 from .layout import WorkDir
 from .mask_import import CVAT_LABELMAP, CVAT_MASKS, IGNORE_LABEL, shape_pixels
 
@@ -322,27 +322,19 @@ def export_labelme(masks: Sequence[PseudoMask], class_names: Sequence[str], out:
     return out
 
 
-def cvat_colours(class_names: Sequence[str]) -> dict[int, tuple[int, int, int]]:
-    """Label -> RGB colour of CVAT's label map: the VOC colours (those of the palette PNGs), 255 included."""
-    palette = voc_palette()
-    return {label: tuple(palette[3 * label:3 * label + 3]) for label in [*range(len(class_names)), IGNORE_INDEX]}
-
-
 def export_cvat(masks: Sequence[PseudoMask], class_names: Sequence[str], out: Path) -> Path:
     """CVAT's "Segmentation mask 1.1" layout in ``out`` (see the module docstring); returns ``out``."""
-    colours = cvat_colours(class_names)
-    table = np.zeros((256, 3), dtype=np.uint8)
-    for label, colour in colours.items():
-        table[label] = colour
+    from .viz import colorize
+
     ignored = False
     for item in masks:
         labels = read_labels(item.mask, len(class_names) - 1)
         ignored |= bool((labels == IGNORE_INDEX).any())
         with atomic_path(out / CVAT_MASKS / f"{item.image.stem}.png") as tmp:
-            Image.fromarray(table[labels]).save(tmp, format="PNG")
-    names = [*class_names, *([IGNORE_LABEL] if ignored else [])]
-    lines = [f"{name}:{','.join(str(c) for c in colours[IGNORE_INDEX if name == IGNORE_LABEL else label])}::"
-             for label, name in enumerate(names)]
+            Image.fromarray(colorize(labels)).save(tmp, format="PNG")
+    named = [*enumerate(class_names), *([(IGNORE_INDEX, IGNORE_LABEL)] if ignored else [])]
+    colours = colorize(np.array([label for label, _ in named]))  # the VOC colours, those of the masks
+    lines = [f"{name}:{','.join(str(int(c)) for c in colour)}::" for (_, name), colour in zip(named, colours)]
     atomic_write_text(out / CVAT_LABELMAP, "# label:color_rgb:parts:actions\n" + "".join(f"{line}\n" for line in lines))
     atomic_write_text(out / CVAT_LIST, "".join(f"{item.image.stem}\n" for item in masks))
     return out
